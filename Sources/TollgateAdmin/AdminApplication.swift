@@ -1,0 +1,56 @@
+import Hummingbird
+import NIOCore
+import Logging
+import TollgateCore
+
+/// The control plane's listener: health now, the admin API and metrics next.
+///
+/// It runs on its own address (loopback by default) so that operators can firewall it,
+/// and on Hummingbird, whose per-request cost is fine off the hot path.
+public enum AdminApplication {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+
+        public init(host: String = "127.0.0.1", port: Int = 3001) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    /// The routes, separate from the listener so tests can drive them in process.
+    public static func router(store: some KeyStore) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("healthz") { _, _ in
+            HealthStatus(status: "ok")
+        }
+        router.get("readyz") { _, _ -> Response in
+            let ready = await store.isReady()
+            let body = ready ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}"
+            return Response(
+                status: ready ? .ok : .serviceUnavailable,
+                headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: body))
+            )
+        }
+        return router
+    }
+
+    public static func make(
+        configuration: Configuration,
+        store: some KeyStore,
+        logger: Logger,
+        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        Application(
+            router: router(store: store),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tollgate"),
+            onServerRunning: onServerRunning,
+            logger: logger
+        )
+    }
+}
+
+struct HealthStatus: ResponseEncodable {
+    var status: String
+}

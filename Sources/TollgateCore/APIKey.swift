@@ -1,0 +1,70 @@
+/// A key's stored record: what it may reach and how much, never its secret.
+public struct APIKey: Sendable, Hashable {
+    public var id: KeyID
+    public var digest: KeyDigest
+    public var name: String
+    /// The paths the key reaches; empty reaches nothing.
+    public var scopes: [ScopePattern]
+    /// Quotas a request must all fit; empty means unmetered.
+    public var limits: [LimitSpec]
+    public var createdAt: Timestamp
+    public var expiresAt: Timestamp?
+    public var revokedAt: Timestamp?
+
+    public init(
+        id: KeyID,
+        digest: KeyDigest,
+        name: String = "",
+        scopes: [ScopePattern],
+        limits: [LimitSpec] = [],
+        createdAt: Timestamp,
+        expiresAt: Timestamp? = nil,
+        revokedAt: Timestamp? = nil
+    ) {
+        self.id = id
+        self.digest = digest
+        self.name = name
+        self.scopes = scopes
+        self.limits = limits
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
+    }
+
+    /// Whether `path` (normalized, no leading slash) is in any of the key's scopes.
+    @inlinable
+    public func reaches(_ path: Substring) -> Bool {
+        scopes.contains { $0.matches(path) }
+    }
+
+    public func isExpired(at instant: Timestamp) -> Bool {
+        expiresAt.map { instant >= $0 } ?? false
+    }
+
+    /// The RateLimit policy name of each limit, made unique within the key so that two
+    /// limits of the same scope and period stay apart in the header fields.
+    public var policyNames: [String] {
+        var seen: [String: Int] = [:]
+        return limits.map { limit in
+            let base = limit.policyName
+            let count = seen[base, default: 0] + 1
+            seen[base] = count
+            return count == 1 ? base : "\(base)-\(count)"
+        }
+    }
+}
+
+/// What an operator asks for when creating a key; the store fills in id and time.
+public struct KeyDraft: Sendable, Hashable {
+    public var name: String
+    public var scopes: [ScopePattern]
+    public var limits: [LimitSpec]
+    public var expiresAt: Timestamp?
+
+    public init(name: String = "", scopes: [ScopePattern], limits: [LimitSpec] = [], expiresAt: Timestamp? = nil) {
+        self.name = name
+        self.scopes = scopes
+        self.limits = limits
+        self.expiresAt = expiresAt
+    }
+}

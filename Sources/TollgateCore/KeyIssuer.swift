@@ -1,0 +1,135 @@
+/// Turns an operator's request into a key record, checking it the same way for the CLI,
+/// the admin API and imports.
+public enum KeyIssuer {
+    /// The most limits one key may hold (the ledger tracks a request's counters in a word).
+    public static let maximumLimits = 64
+    public static let maximumSecretLength = 512
+
+    /// Makes a key from `draft`, with `secret` if the operator chose one, else a new one.
+    public static func issue(
+        _ draft: KeyDraft,
+        secret: String? = nil,
+        id: KeyID = .generate(),
+        now: Timestamp
+    ) throws(TollgateError) -> (key: APIKey, secret: String) {
+        let secret = secret ?? KeySecret.generate()
+        try validate(secret: secret)
+        try validate(draft, now: now)
+        let key = APIKey(
+            id: id,
+            digest: KeyDigest(secret: secret),
+            name: draft.name,
+            scopes: draft.scopes,
+            limits: draft.limits,
+            createdAt: now,
+            expiresAt: draft.expiresAt
+        )
+        return (key, secret)
+    }
+
+    public static func validate(_ draft: KeyDraft, now: Timestamp) throws(TollgateError) {
+        if draft.limits.count > maximumLimits {
+            throw TollgateError(.invalidLimit, "a key may hold at most \(maximumLimits) limits; this one has \(draft.limits.count)")
+        }
+        if let expiry = draft.expiresAt, expiry <= now {
+            throw TollgateError(.invalidTime, "the expiry \(expiry) is in the past: give a later time, e.g. '30d' or '2030-01-01'")
+        }
+        if draft.name.utf8.count > 200 {
+            throw TollgateError(.invalidInput, "a key's name may be at most 200 bytes long")
+        }
+    }
+
+    /// An operator's secret must fit in a header and, if it claims the `tg_` format, be one.
+    public static func validate(secret: String) throws(TollgateError) {
+        if secret.isEmpty || secret.utf8.count > maximumSecretLength {
+            throw TollgateError(.invalidInput, "a key must be 1 to \(maximumSecretLength) bytes long")
+        }
+        if secret.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7F || $0 == UInt8(ascii: ",") }) {
+            throw TollgateError(.invalidInput, "a key may hold only visible ASCII characters other than ',' (no spaces): it travels in an HTTP header")
+        }
+        if secret.hasPrefix(KeySecret.marker) && !KeySecret.isPlausible(secret) {
+            throw TollgateError(
+                .invalidInput,
+                "a key that starts with '\(KeySecret.marker)' must be one Tollgate generated (its checksum does not match): leave out --key to generate one, or choose a key without that prefix"
+            )
+        }
+    }
+}
+
+extension Timestamp {
+    /// Reads an expiry: an RFC 3339 time (`2030-01-01T00:00:00Z`, offsets allowed), a date
+    /// (`2030-01-01`, midnight UTC), or a span from `now` (`90s`, `15m`, `12h`, `30d`, `4w`).
+    public init(parsing text: String, now: Timestamp) throws(TollgateError) {
+        let bad = TollgateError(
+            .invalidTime,
+            "'\(text)' is not a time: write a span such as '30d', '12h', '15m', '90s' or '4w', a date such as '2030-01-01', or an RFC 3339 time such as '2030-01-01T12:00:00Z'"
+        )
+        let bytes = Array(text.utf8)
+        if let unit = bytes.last, let count = Int64(String(text.dropLast())), count >= 0 {
+            let seconds: Int64
+            switch unit {
+            case UInt8(ascii: "s"): seconds = 1
+            case UInt8(ascii: "m"): seconds = 60
+            case UInt8(ascii: "h"): seconds = 3600
+            case UInt8(ascii: "d"): seconds = 86_400
+            case UInt8(ascii: "w"): seconds = 604_800
+            default: throw bad
+            }
+            let (total, overflow) = count.multipliedReportingOverflow(by: seconds * 1000)
+            guard !overflow else { throw bad }
+            self = Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch + total)
+            return
+        }
+        func number(_ range: Range<Int>) throws(TollgateError) -> Int64 {
+            guard range.upperBound <= bytes.count else { throw bad }
+            var value: Int64 = 0
+            for byte in bytes[range] {
+                guard byte >= 0x30 && byte <= 0x39 else { throw bad }
+                value = value * 10 + Int64(byte - 0x30)
+            }
+            return value
+        }
+        func expect(_ index: Int, _ characters: String) throws(TollgateError) {
+            guard index < bytes.count, characters.utf8.contains(bytes[index]) else { throw bad }
+        }
+        try expect(4, "-")
+        try expect(7, "-")
+        let date = CivilDate(year: try number(0..<4), month: try number(5..<7), day: try number(8..<10))
+        guard (1...12).contains(date.month), date.day >= 1,
+            CivilDate(daysSinceEpoch: date.daysSinceEpoch) == date
+        else { throw bad }
+        var seconds = date.daysSinceEpoch * 86_400
+        var millis: Int64 = 0
+        if bytes.count > 10 {
+            try expect(10, "Tt ")
+            try expect(13, ":")
+            try expect(16, ":")
+            let hour = try number(11..<13)
+            let minute = try number(14..<16)
+            let second = try number(17..<19)
+            guard hour < 24, minute < 60, second < 60 else { throw bad }
+            seconds += hour * 3600 + minute * 60 + second
+            var index = 19
+            if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+                index += 1
+                var scale: Int64 = 100
+                while index < bytes.count, bytes[index] >= 0x30, bytes[index] <= 0x39 {
+                    millis += Int64(bytes[index] - 0x30) * scale
+                    scale /= 10
+                    index += 1
+                }
+            }
+            guard index < bytes.count else { throw bad }
+            if bytes[index] == UInt8(ascii: "Z") || bytes[index] == UInt8(ascii: "z") {
+                guard index + 1 == bytes.count else { throw bad }
+            } else {
+                try expect(index, "+-")
+                try expect(index + 3, ":")
+                guard index + 6 == bytes.count else { throw bad }
+                let offset = try number((index + 1)..<(index + 3)) * 3600 + (try number((index + 4)..<(index + 6))) * 60
+                seconds -= bytes[index] == UInt8(ascii: "+") ? offset : -offset
+            }
+        }
+        self = Timestamp(millisecondsSinceEpoch: seconds * 1000 + millis)
+    }
+}

@@ -1,0 +1,62 @@
+import NIOCore
+import ServiceLifecycle
+
+/// Where keys and usage live. Every store (memory, SQLite, Redis) passes one conformance
+/// suite, and the data plane and admin app are generic over it, so that the hot path is
+/// specialized for the store chosen at start-up.
+///
+/// A store is a `Service`: `run()` does its background work (group commit, change feeds)
+/// and returns once everything admitted is durable after graceful shutdown.
+public protocol KeyStore: Service {
+    // MARK: Data plane
+
+    /// Decides a request and, if it is admitted, records its usage; completes `promise`
+    /// with the decision only once an admitted request's usage is durable.
+    ///
+    /// Called on the request's event loop; must not block it.
+    func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>)
+
+    /// Whether the store can serve requests now, for `/readyz`.
+    func isReady() async -> Bool
+
+    // MARK: Control plane
+
+    /// Stores a new key for `digest`; fails with `.keyExists` if the digest or id is taken.
+    func createKey(_ key: APIKey) async throws(TollgateError)
+
+    func key(id: KeyID) async throws(TollgateError) -> APIKey?
+
+    func key(digest: KeyDigest) async throws(TollgateError) -> APIKey?
+
+    /// Keys in id order, starting after `after`, at most `limit`.
+    func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey]
+
+    /// Replaces a key's record (name, scopes, limits, expiry, revocation); usage is kept.
+    func updateKey(_ key: APIKey) async throws(TollgateError)
+
+    /// The key's counters and per-API counts as last recorded.
+    func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot?
+}
+
+extension KeyStore {
+    /// Revokes a key: from then on it is refused with `key_revoked`.
+    /// - Returns: the revoked record, or `nil` if no key has that id.
+    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
+        guard var key = try await key(id: id) else { return nil }
+        if key.revokedAt == nil {
+            key.revokedAt = now
+            try await updateKey(key)
+        }
+        return key
+    }
+
+    /// Every key, in id order.
+    public func allKeys() async throws(TollgateError) -> [APIKey] {
+        var keys: [APIKey] = []
+        while true {
+            let page = try await listKeys(after: keys.last?.id, limit: 1000)
+            keys += page
+            if page.count < 1000 { return keys }
+        }
+    }
+}

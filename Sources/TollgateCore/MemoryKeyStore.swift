@@ -1,0 +1,52 @@
+import NIOCore
+import ServiceLifecycle
+
+/// A store that keeps everything in the ledger and nothing on disk: for tests and demos.
+public struct MemoryKeyStore: KeyStore {
+    let ledger = QuotaLedger(configuration: .init(isPersistent: false))
+
+    public init() {}
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+    }
+
+    public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
+        switch ledger.admit(request, promise: promise) {
+        case .decided(let decision, _): promise.succeed(decision)
+        case .awaitingCommit: break  // never: the ledger is not persistent
+        case .unknownKey:
+            ledger.rememberUnknown(request.digest, now: request.now)
+            promise.succeed(.invalidKey)
+        }
+    }
+
+    public func isReady() async -> Bool { true }
+
+    public func createKey(_ key: APIKey) async throws(TollgateError) {
+        if ledger.snapshot(ofDigest: key.digest) != nil || ledger.snapshot(of: key.id) != nil {
+            throw TollgateError(.keyExists, "a key with that secret or id exists already")
+        }
+        ledger.load(key, counters: [:], apis: [:])
+    }
+
+    public func key(id: KeyID) async throws(TollgateError) -> APIKey? {
+        ledger.snapshot(of: id)?.key
+    }
+
+    public func key(digest: KeyDigest) async throws(TollgateError) -> APIKey? {
+        ledger.snapshot(ofDigest: digest)
+    }
+
+    public func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey] {
+        Array(ledger.keys.lazy.filter { after == nil || $0.id > after! }.prefix(limit))
+    }
+
+    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+        guard ledger.refresh(key) else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+    }
+
+    public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
+        ledger.snapshot(of: id)?.usage
+    }
+}

@@ -1,0 +1,181 @@
+import NIOCore
+import Synchronization
+
+/// The in-memory authority on keys and usage for stores that live in one process
+/// (memory and SQLite): decides each request under one short lock, with no I/O and no wait.
+///
+/// A persistent store hands admitted requests' promises to the ledger, which keeps them
+/// until a batch containing their usage is committed (group commit); the store's writer
+/// takes batches with ``takeBatch()`` and completes them.
+public final class QuotaLedger: Sendable {
+    public struct Configuration: Sendable {
+        /// Whether an admitted request must wait for its usage to be committed.
+        public var isPersistent: Bool
+        /// How long an unknown secret is refused without asking the store again.
+        public var unknownKeyMilliseconds: Int64
+        /// How many unknown secrets are remembered before the list starts over.
+        public var unknownKeyCapacity: Int
+
+        public init(isPersistent: Bool, unknownKeyMilliseconds: Int64 = 1000, unknownKeyCapacity: Int = 100_000) {
+            self.isPersistent = isPersistent
+            self.unknownKeyMilliseconds = unknownKeyMilliseconds
+            self.unknownKeyCapacity = unknownKeyCapacity
+        }
+    }
+
+    /// What ``admit(_:promise:)`` did with a request.
+    public enum Admission: Sendable {
+        /// Decided; the caller completes the promise. `flush` asks the caller to start the
+        /// writer, because there is usage to persist and no flush is under way.
+        case decided(AdmissionDecision, flush: Bool)
+        /// Admitted; the promise completes when the usage is committed.
+        case awaitingCommit(flush: Bool)
+        /// The ledger does not hold this digest: the store must look it up.
+        case unknownKey
+    }
+
+    struct Waiter {
+        var promise: EventLoopPromise<AdmissionDecision>
+        var decision: AdmissionDecision
+    }
+
+    struct State {
+        var byDigest: [KeyDigest: KeyState] = [:]
+        var byID: [KeyID: KeyState] = [:]
+        var unknown: [KeyDigest: Int64] = [:]
+        var dirty: [KeyState] = []
+        var waiters: [Waiter] = []
+        var isFlushing = false
+    }
+
+    let configuration: Configuration
+    private let state = Mutex(State())
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    // MARK: Data plane
+
+    /// Decides `request` if the key is held, counting it in memory.
+    public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) -> Admission {
+        let persistent = configuration.isPersistent
+        return state.withLock { state -> Admission in
+            guard let key = state.byDigest[request.digest] else {
+                if let until = state.unknown[request.digest] {
+                    if until > request.now.millisecondsSinceEpoch { return .decided(.invalidKey, flush: false) }
+                    state.unknown[request.digest] = nil
+                }
+                return .unknownKey
+            }
+            let wasDirty = key.isDirty
+            let decision = key.decide(request)
+            if !wasDirty && key.isDirty { state.dirty.append(key) }
+            guard persistent else { return .decided(decision, flush: false) }
+            let flush = !state.isFlushing
+            state.isFlushing = true
+            if decision.outcome == .admitted {
+                state.waiters.append(Waiter(promise: promise, decision: decision))
+                return .awaitingCommit(flush: flush)
+            }
+            return .decided(decision, flush: flush)
+        }
+    }
+
+    /// Remembers that no key has this digest, so that repeated tries cost no store lookup.
+    public func rememberUnknown(_ digest: KeyDigest, now: Timestamp) {
+        let until = now.millisecondsSinceEpoch + configuration.unknownKeyMilliseconds
+        let capacity = configuration.unknownKeyCapacity
+        state.withLock { state in
+            guard state.byDigest[digest] == nil else { return }
+            if state.unknown.count >= capacity { state.unknown.removeAll(keepingCapacity: true) }
+            state.unknown[digest] = until
+        }
+    }
+
+    // MARK: Keys
+
+    /// Holds a key loaded from the store, unless the ledger holds it already (then its
+    /// in-memory counts are the newer ones and are kept).
+    public func load(_ key: APIKey, counters: [String: UsageCounter], apis: [String: APIUsage]) {
+        state.withLock { state in
+            state.unknown[key.digest] = nil
+            guard state.byDigest[key.digest] == nil else { return }
+            let keyState = KeyState(key: key, counters: counters, apis: apis)
+            state.byDigest[key.digest] = keyState
+            state.byID[key.id] = keyState
+        }
+    }
+
+    /// Takes a changed record (revoked, updated) if the key is held; a new key's digest
+    /// is forgotten as unknown so that it works at once.
+    /// - Returns: whether the ledger held the key.
+    @discardableResult
+    public func refresh(_ key: APIKey) -> Bool {
+        state.withLock { state in
+            state.unknown[key.digest] = nil
+            guard let keyState = state.byDigest[key.digest] else { return false }
+            keyState.replace(key: key)
+            return true
+        }
+    }
+
+    /// The held record and usage of a key, for stores whose ledger is their only copy.
+    public func snapshot(of id: KeyID) -> (key: APIKey, usage: UsageSnapshot)? {
+        state.withLock { state in
+            guard let keyState = state.byID[id] else { return nil }
+            return (keyState.key, keyState.snapshot)
+        }
+    }
+
+    public func snapshot(ofDigest digest: KeyDigest) -> APIKey? {
+        state.withLock { state in state.byDigest[digest]?.key }
+    }
+
+    /// Every held key, sorted by id.
+    public var keys: [APIKey] {
+        state.withLock { state in state.byID.values.map(\.key) }.sorted { $0.id < $1.id }
+    }
+
+    // MARK: Group commit
+
+    /// Usage to persist and the promises that wait on it.
+    public struct Batch: Sendable {
+        public var snapshots: [UsageSnapshot]
+        fileprivate var waiters: [Waiter]
+
+        /// Answers the waiting requests once their usage is durable.
+        public func committed() {
+            for waiter in waiters { waiter.promise.succeed(waiter.decision) }
+        }
+
+        /// Answers the waiting requests `503`: their usage may not be durable, so they
+        /// must not be served. The units they took stay taken (counting too much is safe;
+        /// admitting uncounted requests is not).
+        public func failed() {
+            for waiter in waiters { waiter.promise.succeed(.storeUnavailable) }
+        }
+
+        public var waiterCount: Int { waiters.count }
+    }
+
+    /// Takes everything counted since the last batch; `nil`, and the writer stops, when
+    /// there is nothing. The writer calls this in a loop until `nil`, so that requests
+    /// arriving during a commit share the next one.
+    public func takeBatch() -> Batch? {
+        state.withLock { state -> Batch? in
+            guard !state.dirty.isEmpty || !state.waiters.isEmpty else {
+                state.isFlushing = false
+                return nil
+            }
+            let snapshots = state.dirty.map { key -> UsageSnapshot in
+                key.isDirty = false
+                return key.snapshot
+            }
+            state.dirty.removeAll(keepingCapacity: true)
+            let waiters = state.waiters
+            state.waiters.removeAll(keepingCapacity: true)
+            return Batch(snapshots: snapshots, waiters: waiters)
+        }
+    }
+}

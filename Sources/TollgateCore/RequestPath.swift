@@ -1,0 +1,58 @@
+/// Normalizes a request target into the path that routing, scopes and limits all see.
+///
+/// Anything that could make two components disagree about which path was asked for is
+/// refused rather than repaired: dot segments, encoded slashes, dots and backslashes,
+/// empty segments, control and non-ASCII bytes. So no trick can route a request to one API
+/// while its scope check reads another.
+public enum RequestPath {
+    /// The path without its leading slash (`""` for the root), or `nil` for a target that
+    /// must be answered `400 bad_path`. The query string is not part of the path.
+    public static func normalize(_ target: String) -> String? {
+        var utf8 = target.utf8[...]
+        guard utf8.first == UInt8(ascii: "/") else { return nil }
+        if let query = utf8.firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) {
+            utf8 = utf8[..<query]
+        }
+        utf8 = utf8.dropFirst()
+        if utf8.isEmpty { return "" }
+
+        var path = [UInt8]()
+        path.reserveCapacity(utf8.count)
+        var segmentStart = 0
+        var iterator = utf8.makeIterator()
+        func endSegment() -> Bool {
+            let segment = path[segmentStart...]
+            if segment.isEmpty || segment.elementsEqual([0x2E]) || segment.elementsEqual([0x2E, 0x2E]) { return false }
+            return true
+        }
+        while let byte = iterator.next() {
+            var decoded = byte
+            if byte == UInt8(ascii: "%") {
+                guard let high = iterator.next().flatMap(hexDigit), let low = iterator.next().flatMap(hexDigit) else {
+                    return nil
+                }
+                decoded = high << 4 | low
+                // An encoded separator or dot is how traversal hides from a proxy: never decode one.
+                if decoded == UInt8(ascii: "/") || decoded == UInt8(ascii: ".") || decoded == UInt8(ascii: "%") { return nil }
+            } else if byte == UInt8(ascii: "/") {
+                guard endSegment() else { return nil }
+                path.append(byte)
+                segmentStart = path.count
+                continue
+            }
+            if decoded <= 0x20 || decoded >= 0x7F || decoded == UInt8(ascii: "\\") { return nil }
+            path.append(decoded)
+        }
+        guard endSegment() else { return nil }
+        return String(decoding: path, as: UTF8.self)
+    }
+}
+
+private func hexDigit(_ byte: UInt8) -> UInt8? {
+    switch byte {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+    default: nil
+    }
+}

@@ -1,0 +1,34 @@
+/// An error from the domain or a store, with a code that callers map to an exit status or
+/// an HTTP problem in one place, and a message written for the person who must act on it.
+public struct TollgateError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Code: String, Sendable, Hashable {
+        /// A limit spec that does not parse.
+        case invalidLimit
+        /// A scope pattern that does not parse.
+        case invalidScope
+        /// A time that does not parse, or an expiry in the past.
+        case invalidTime
+        /// Input that is not what the operation accepts (a bad import line, a bad secret).
+        case invalidInput
+        /// No key with that id.
+        case keyNotFound
+        /// A key with that secret or id exists already.
+        case keyExists
+        /// The store URL does not name a store Tollgate knows.
+        case invalidStoreURL
+        /// The store cannot be reached or failed an operation.
+        case storeUnavailable
+        /// The store is held by another process that must not share it.
+        case storeLocked
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,38 @@
+import NIOCore
+import TollgateCore
+
+/// One API the gateway serves: requests to `/NAME` answer `200` with `body` as text/plain.
+///
+/// Fixed bodies are the old service's behaviour; upstream routes will add a forwarding kind.
+public struct APIRoute: Sendable, Hashable {
+    public var name: String
+    public var body: String
+
+    public init(name: String, body: String) {
+        self.name = name
+        self.body = body
+    }
+
+    /// The old service's three APIs: `/api1` answers `API1`, and so on.
+    public static let defaults = (1...3).map { APIRoute(name: "api\($0)", body: "API\($0)") }
+}
+
+/// How the data plane listens and what it protects itself against.
+public struct DataPlaneConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    public var port: Int = 3000
+    public var routes: [APIRoute] = APIRoute.defaults
+    /// How long a connection may wait between requests, or take to send a request's
+    /// header fields, before it is closed (slow or silent clients hold a socket each).
+    public var idleTimeout: TimeAmount = .seconds(60)
+    /// The most bytes of header fields a request may carry; beyond it the answer is `431`
+    /// and the connection closes. 16 KiB holds any real key with room to spare.
+    public var maxHeaderBytes: Int = 16 * 1024
+    /// Called once the listener is bound, with its address (useful with port `0`).
+    public var onListening: (@Sendable (SocketAddress) -> Void)? = nil
+
+    public init(host: String = "127.0.0.1", port: Int = 3000) {
+        self.host = host
+        self.port = port
+    }
+}

@@ -1,0 +1,83 @@
+import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import TollgateCore
+
+/// The data-plane listener as a `Service`: binds, serves until graceful shutdown, then
+/// stops accepting, lets in-flight requests finish and returns once every connection has
+/// closed.
+public struct DataPlaneServer<Store: KeyStore, Clock: WallClock>: Service {
+    let shared: DataPlaneShared<Store, Clock>
+    let group: any EventLoopGroup
+
+    public init(
+        configuration: DataPlaneConfiguration,
+        store: Store,
+        clock: Clock,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger
+    ) {
+        self.shared = DataPlaneShared(store: store, clock: clock, configuration: configuration, logger: logger)
+        self.group = eventLoopGroup
+    }
+
+    public func run() async throws {
+        let configuration = shared.configuration
+        let quiesce = ServerQuiescingHelper(group: group)
+        let shared = self.shared
+        let channel: any Channel
+        do {
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                    }
+                }
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.maxMessagesPerRead, value: 16)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try Self.configure(channel.pipeline.syncOperations, shared: shared)
+                    }
+                }
+                .bind(host: configuration.host, port: configuration.port)
+                .get()
+        } catch {
+            throw TollgateError(
+                .invalidInput,
+                "cannot listen on \(configuration.host):\(configuration.port) (\(error)): choose another --host/--port, or stop what is using it"
+            )
+        }
+        if let address = channel.localAddress {
+            shared.logger.info("data plane listening", metadata: ["address": "\(address)"])
+            configuration.onListening?(address)
+        }
+
+        try? await gracefulShutdown()
+
+        shared.logger.info("data plane draining")
+        let drained = group.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: drained)
+        try await drained.futureResult.get()
+    }
+
+    /// Adds the HTTP/1.1 codec, pipelining order, header limits and the gateway's handler.
+    static func configure(_ pipeline: ChannelPipeline.SynchronousOperations, shared: DataPlaneShared<Store, Clock>) throws {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderListSize = shared.configuration.maxHeaderBytes
+        limits.maxHeaderFieldSize = shared.configuration.maxHeaderBytes
+        limits.maxHeaderFieldCount = 100
+        try pipeline.configureHTTPServerPipeline(
+            withPipeliningAssistance: true,
+            withErrorHandling: false,
+            withEncoderConfiguration: .init(),
+            withDecoderLimitConfiguration: limits
+        )
+        try pipeline.addHandler(DataPlaneHandler(shared: shared))
+    }
+}

@@ -1,0 +1,78 @@
+import NIOCore
+import NIOHTTP1
+import TollgateCore
+
+/// Every refusal the data plane can give, with its status and problem code.
+///
+/// This is the one place where outcomes become HTTP: store decisions, routing and parse
+/// errors all land here, and each maps to a body prebuilt at start-up.
+public enum Problem: String, Sendable, CaseIterable {
+    case missingAPIKey = "missing_api_key"
+    case invalidAPIKey = "invalid_api_key"
+    case keyRevoked = "key_revoked"
+    case keyExpired = "key_expired"
+    case scopeDenied = "scope_denied"
+    case quotaExceeded = "quota_exceeded"
+    case notFound = "not_found"
+    case methodNotAllowed = "method_not_allowed"
+    case badPath = "bad_path"
+    case storeUnavailable = "store_unavailable"
+    case bodyNotAllowed = "body_not_allowed"
+    case headersTooLarge = "headers_too_large"
+    case badRequest = "bad_request"
+
+    public var status: HTTPResponseStatus {
+        switch self {
+        case .missingAPIKey, .invalidAPIKey, .keyRevoked, .keyExpired: .unauthorized
+        case .scopeDenied: .forbidden
+        case .quotaExceeded: .tooManyRequests
+        case .notFound: .notFound
+        case .methodNotAllowed: .methodNotAllowed
+        case .badPath, .badRequest: .badRequest
+        case .storeUnavailable: .serviceUnavailable
+        case .bodyNotAllowed: .payloadTooLarge
+        case .headersTooLarge: .requestHeaderFieldsTooLarge
+        }
+    }
+
+    var detail: String {
+        switch self {
+        case .missingAPIKey: "Send an API key in the 'Authorization: Bearer KEY', 'X-API-Key: KEY' or 'token: KEY' header."
+        case .invalidAPIKey: "The API key is not valid. Check that it was copied whole."
+        case .keyRevoked: "The API key has been revoked. Ask its issuer for a new one."
+        case .keyExpired: "The API key has expired. Ask its issuer for a new one."
+        case .scopeDenied: "The API key is valid but was not granted this API."
+        case .quotaExceeded: "A quota of the API key is spent; 'violated-policies' names it and Retry-After says when it resets."
+        case .notFound: "No API is served at this path."
+        case .methodNotAllowed: "This API answers GET and HEAD only."
+        case .badPath:
+            "The path has a dot segment, an encoded slash, dot or backslash, an empty segment or a byte that paths may not hold."
+        case .storeUnavailable: "The key store cannot be reached, so the request was not served. Try again shortly."
+        case .bodyNotAllowed: "API requests carry no body."
+        case .headersTooLarge: "The request's header fields are too large."
+        case .badRequest: "The request is not valid HTTP/1.1."
+        }
+    }
+
+    init(_ outcome: AdmissionDecision.Outcome) {
+        switch outcome {
+        case .admitted: preconditionFailure("an admitted request is not a problem")
+        case .invalidKey: self = .invalidAPIKey
+        case .keyRevoked: self = .keyRevoked
+        case .keyExpired: self = .keyExpired
+        case .scopeDenied: self = .scopeDenied
+        case .quotaExceeded: self = .quotaExceeded
+        case .storeUnavailable: self = .storeUnavailable
+        }
+    }
+
+    /// The RFC 9457 body; `violatedPolicies` only for `quota_exceeded`.
+    func body(violatedPolicies: [String] = []) -> String {
+        var json = "{\"title\":\"\(status.reasonPhrase)\",\"status\":\(status.code),\"detail\":\"\(detail)\",\"code\":\"\(rawValue)\""
+        if self == .quotaExceeded {
+            // Policy names hold no quote or backslash (scope patterns refuse them).
+            json += ",\"violated-policies\":[" + violatedPolicies.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+        }
+        return json + "}"
+    }
+}

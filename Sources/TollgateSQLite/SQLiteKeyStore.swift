@@ -1,0 +1,333 @@
+import Dispatch
+import Foundation
+import GRDB
+import Logging
+import NIOCore
+import ServiceLifecycle
+import TollgateCore
+
+/// The embedded store: one SQLite file in WAL mode.
+///
+/// The serving process is the only writer of usage: it decides in memory through a
+/// ``QuotaLedger`` and persists with group commit, so a `200` leaves only once its usage
+/// is committed, and one commit carries every request that arrived during the last one.
+/// Keys are loaded on first use; changes the CLI makes from another process reach the
+/// ledger through a poll of the `seq` column.
+public final class SQLiteKeyStore: KeyStore {
+    public struct Configuration: Sendable {
+        /// `full` syncs the WAL on every commit, so that admitted usage survives power loss
+        /// as well as `kill -9`; `normal` survives process crashes only, and is faster.
+        public enum Synchronous: String, Sendable { case full, normal }
+
+        public var path: String
+        public var synchronous: Synchronous = .full
+        /// How often a serving process looks for keys changed by another process.
+        public var changePollInterval: Duration = .milliseconds(200)
+
+        public init(path: String, synchronous: Synchronous = .full) {
+            self.path = path
+            self.synchronous = synchronous
+        }
+    }
+
+    public let configuration: Configuration
+    let pool: DatabasePool
+    let ledger = QuotaLedger(configuration: .init(isPersistent: true))
+    private let writer = DispatchQueue(label: "tollgate.sqlite.group-commit")
+    private let logger: Logger
+
+    /// Opens (and creates or migrates) the store at `configuration.path`.
+    public init(configuration: Configuration, logger: Logger = Logger(label: "tollgate.sqlite")) throws(TollgateError) {
+        self.configuration = configuration
+        self.logger = logger
+        var config = GRDB.Configuration()
+        config.busyMode = .timeout(10)
+        let synchronous = configuration.synchronous.rawValue
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+        }
+        do {
+            pool = try DatabasePool(path: configuration.path, configuration: config)
+            try SQLiteSchema.migrator.migrate(pool)
+        } catch {
+            throw TollgateError(
+                .storeUnavailable,
+                "cannot open the SQLite store at '\(configuration.path)': \(Self.describe(error)); check that the directory exists and is writable"
+            )
+        }
+    }
+
+    // MARK: Service
+
+    /// Follows key changes made by other processes until graceful shutdown, then waits for
+    /// the last group commit.
+    public func run() async throws {
+        var lastSeq = try await read { db in try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0 }
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await Task.sleep(for: configuration.changePollInterval)
+            } catch {
+                break
+            }
+            do {
+                let since = lastSeq
+                let changed = try await read { db in
+                    try Row.fetchAll(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE seq > ? ORDER BY seq", arguments: [since])
+                        .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+                }
+                for (key, seq) in changed {
+                    ledger.refresh(key)
+                    lastSeq = seq
+                }
+            } catch {
+                logger.warning("cannot read key changes", metadata: ["error": "\(error)"])
+            }
+        }
+        flushNow()
+    }
+
+    /// Commits whatever is pending and returns when it is on disk.
+    public func flushNow() {
+        writer.sync { self.flush() }
+    }
+
+    // MARK: Data plane
+
+    public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
+        admit(request, promise: promise, lookUpUnknown: true)
+    }
+
+    private func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>, lookUpUnknown: Bool) {
+        switch ledger.admit(request, promise: promise) {
+        case .decided(let decision, let flush):
+            if flush { scheduleFlush() }
+            promise.succeed(decision)
+        case .awaitingCommit(let flush):
+            if flush { scheduleFlush() }
+        case .unknownKey:
+            guard lookUpUnknown else {
+                promise.succeed(.invalidKey)
+                return
+            }
+            lookUp(request, promise: promise)
+        }
+    }
+
+    /// Loads a key the ledger does not hold (new, or not used since start-up), off the
+    /// event loop, then decides again.
+    private func lookUp(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
+        pool.asyncRead { [self] result in
+            do {
+                let db = try result.get()
+                guard let loaded = try Self.load(digest: request.digest, db) else {
+                    ledger.rememberUnknown(request.digest, now: request.now)
+                    promise.succeed(.invalidKey)
+                    return
+                }
+                ledger.load(loaded.key, counters: loaded.counters, apis: loaded.apis)
+                admit(request, promise: promise, lookUpUnknown: false)
+            } catch {
+                logger.error("cannot look up a key", metadata: ["error": "\(Self.describe(error))"])
+                promise.succeed(.storeUnavailable)
+            }
+        }
+    }
+
+    private func scheduleFlush() {
+        writer.async { [self] in flush() }
+    }
+
+    /// The group-commit loop: one transaction per batch, until nothing is pending.
+    private func flush() {
+        while let batch = ledger.takeBatch() {
+            do {
+                try pool.write { db in
+                    for snapshot in batch.snapshots { try Self.write(snapshot, db) }
+                }
+                batch.committed()
+            } catch {
+                logger.error(
+                    "cannot commit usage; answering 503",
+                    metadata: ["error": "\(Self.describe(error))", "requests": "\(batch.waiterCount)"]
+                )
+                batch.failed()
+            }
+        }
+    }
+
+    private static func write(_ snapshot: UsageSnapshot, _ db: Database) throws {
+        let counters = try db.cachedStatement(
+            sql: """
+                INSERT INTO counters (key_id, counter, window_start, used) VALUES (?, ?, ?, ?)
+                ON CONFLICT (key_id, counter) DO UPDATE SET window_start = excluded.window_start, used = excluded.used
+                """
+        )
+        for (id, counter) in snapshot.counters {
+            try counters.execute(arguments: [snapshot.keyID.rawValue, id, counter.windowStart, counter.used])
+        }
+        let apis = try db.cachedStatement(
+            sql: """
+                INSERT INTO api_usage (key_id, api, admitted, scope_denied, quota_exceeded, key_revoked, key_expired)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (key_id, api) DO UPDATE SET admitted = excluded.admitted,
+                    scope_denied = excluded.scope_denied, quota_exceeded = excluded.quota_exceeded,
+                    key_revoked = excluded.key_revoked, key_expired = excluded.key_expired
+                """
+        )
+        for (api, usage) in snapshot.apis {
+            try apis.execute(arguments: [
+                snapshot.keyID.rawValue, api, usage.admitted, usage.scopeDenied, usage.quotaExceeded, usage.keyRevoked,
+                usage.keyExpired,
+            ])
+        }
+    }
+
+    public func isReady() async -> Bool {
+        (try? await read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
+    }
+
+    // MARK: Control plane
+
+    public func createKey(_ key: APIKey) async throws(TollgateError) {
+        let inserted = try await importKeys([key])
+        if inserted == 0 { throw TollgateError(.keyExists, "a key with that secret or id exists already") }
+    }
+
+    /// Inserts keys in large transactions, skipping any whose id or digest is taken.
+    /// - Returns: how many were inserted.
+    public func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int {
+        var inserted = 0
+        for chunk in stride(from: 0, to: keys.count, by: 10_000).map({ keys[$0..<min($0 + 10_000, keys.count)] }) {
+            inserted += try await write { db in
+                let statement = try db.cachedStatement(
+                    sql: "INSERT OR IGNORE INTO keys (\(SQLiteSchema.keyColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq))"
+                )
+                var count = 0
+                for key in chunk {
+                    try statement.execute(arguments: SQLiteSchema.arguments(for: key))
+                    count += db.changesCount
+                }
+                return count
+            }
+        }
+        for key in keys { ledger.refresh(key) }
+        return inserted
+    }
+
+    public func key(id: KeyID) async throws(TollgateError) -> APIKey? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [id.rawValue])
+                .map(SQLiteSchema.decodeKey)
+        }
+    }
+
+    public func key(digest: KeyDigest) async throws(TollgateError) -> APIKey? {
+        try await read { db in
+            try Row.fetchOne(
+                db,
+                sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?",
+                arguments: [Data(digest.bytes)]
+            ).map(SQLiteSchema.decodeKey)
+        }
+    }
+
+    public func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey] {
+        try await read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id > ? ORDER BY id LIMIT ?",
+                arguments: [after?.rawValue ?? "", limit]
+            ).map(SQLiteSchema.decodeKey)
+        }
+    }
+
+    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+        let updated = try await write { db in
+            try db.execute(
+                sql: """
+                    UPDATE keys SET name = ?, scopes = ?, limits = ?, expires_at = ?, revoked_at = ?, seq = \(SQLiteSchema.nextSeq)
+                    WHERE id = ?
+                    """,
+                arguments: [
+                    key.name, key.scopes.map(\.description).joined(separator: " "),
+                    key.limits.map(\.description).joined(separator: " "), key.expiresAt?.millisecondsSinceEpoch,
+                    key.revokedAt?.millisecondsSinceEpoch, key.id.rawValue,
+                ]
+            )
+            return db.changesCount
+        }
+        guard updated == 1 else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        ledger.refresh(key)
+    }
+
+    public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
+        if let held = ledger.snapshot(of: id) { return held.usage }
+        return try await read { db in try Self.loadUsage(keyID: id, db) }
+    }
+
+    // MARK: Reading
+
+    struct LoadedKey {
+        var key: APIKey
+        var counters: [String: UsageCounter]
+        var apis: [String: APIUsage]
+    }
+
+    static func load(digest: KeyDigest, _ db: Database) throws -> LoadedKey? {
+        guard
+            let row = try Row.fetchOne(
+                db,
+                sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?",
+                arguments: [Data(digest.bytes)]
+            )
+        else { return nil }
+        let key = try SQLiteSchema.decodeKey(row)
+        let usage = try loadUsage(keyID: key.id, db)
+        return LoadedKey(key: key, counters: usage.counters, apis: usage.apis)
+    }
+
+    static func loadUsage(keyID: KeyID, _ db: Database) throws -> UsageSnapshot {
+        var counters: [String: UsageCounter] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT counter, window_start, used FROM counters WHERE key_id = ?", arguments: [keyID.rawValue]) {
+            counters[row["counter"]] = UsageCounter(windowStart: row["window_start"], used: row["used"])
+        }
+        var apis: [String: APIUsage] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT * FROM api_usage WHERE key_id = ?", arguments: [keyID.rawValue]) {
+            apis[row["api"]] = APIUsage(
+                admitted: row["admitted"],
+                scopeDenied: row["scope_denied"],
+                quotaExceeded: row["quota_exceeded"],
+                keyRevoked: row["key_revoked"],
+                keyExpired: row["key_expired"]
+            )
+        }
+        return UsageSnapshot(keyID: keyID, counters: counters, apis: apis)
+    }
+
+    // MARK: Helpers
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(TollgateError) -> T {
+        do {
+            return try await pool.read(body)
+        } catch let error as TollgateError {
+            throw error
+        } catch {
+            throw TollgateError(.storeUnavailable, "the SQLite store failed a read: \(Self.describe(error))")
+        }
+    }
+
+    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(TollgateError) -> T {
+        do {
+            return try await pool.write(body)
+        } catch let error as TollgateError {
+            throw error
+        } catch {
+            throw TollgateError(.storeUnavailable, "the SQLite store failed a write: \(Self.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? DatabaseError { return error.message ?? "\(error.resultCode)" }
+        return "\(error)"
+    }
+}

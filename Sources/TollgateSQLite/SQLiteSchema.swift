@@ -1,0 +1,87 @@
+import GRDB
+import TollgateCore
+
+/// The embedded store's tables. Secrets never appear: a key is found by its digest.
+///
+/// `seq` orders every change to `keys` so that a running server can follow changes made by
+/// the CLI from another process by asking only for rows past the last `seq` it saw.
+enum SQLiteSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE keys (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        digest BLOB NOT NULL UNIQUE,
+                        name TEXT NOT NULL,
+                        scopes TEXT NOT NULL,
+                        limits TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        expires_at INTEGER,
+                        revoked_at INTEGER,
+                        seq INTEGER NOT NULL
+                    );
+                    CREATE INDEX keys_by_seq ON keys(seq);
+                    CREATE TABLE counters (
+                        key_id TEXT NOT NULL,
+                        counter TEXT NOT NULL,
+                        window_start INTEGER NOT NULL,
+                        used INTEGER NOT NULL,
+                        PRIMARY KEY (key_id, counter)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE api_usage (
+                        key_id TEXT NOT NULL,
+                        api TEXT NOT NULL,
+                        admitted INTEGER NOT NULL,
+                        scope_denied INTEGER NOT NULL,
+                        quota_exceeded INTEGER NOT NULL,
+                        key_revoked INTEGER NOT NULL,
+                        key_expired INTEGER NOT NULL,
+                        PRIMARY KEY (key_id, api)
+                    ) WITHOUT ROWID;
+                    """
+            )
+        }
+        return migrator
+    }
+
+    static let keyColumns = "id, digest, name, scopes, limits, created_at, expires_at, revoked_at, seq"
+
+    /// Scopes and limits are stored as their spec texts joined by spaces, which neither can hold.
+    static func decodeKey(_ row: Row) throws -> APIKey {
+        let digestBytes: [UInt8] = Array((row["digest"] as Data?) ?? Data())
+        guard let digest = KeyDigest(bytes: digestBytes) else {
+            throw TollgateError(.storeUnavailable, "the store holds a key whose digest is not 32 bytes: the file is damaged")
+        }
+        let scopesText: String = row["scopes"]
+        let limitsText: String = row["limits"]
+        return APIKey(
+            id: KeyID(rawValue: row["id"]),
+            digest: digest,
+            name: row["name"],
+            scopes: try scopesText.split(separator: " ").map { text throws(TollgateError) in try ScopePattern(parsing: text) },
+            limits: try limitsText.split(separator: " ").map { text throws(TollgateError) in try LimitSpec(parsing: text) },
+            createdAt: Timestamp(millisecondsSinceEpoch: row["created_at"]),
+            expiresAt: (row["expires_at"] as Int64?).map(Timestamp.init(millisecondsSinceEpoch:)),
+            revokedAt: (row["revoked_at"] as Int64?).map(Timestamp.init(millisecondsSinceEpoch:))
+        )
+    }
+
+    static func arguments(for key: APIKey) -> StatementArguments {
+        [
+            key.id.rawValue,
+            Data(key.digest.bytes),
+            key.name,
+            key.scopes.map(\.description).joined(separator: " "),
+            key.limits.map(\.description).joined(separator: " "),
+            key.createdAt.millisecondsSinceEpoch,
+            key.expiresAt?.millisecondsSinceEpoch,
+            key.revokedAt?.millisecondsSinceEpoch,
+        ]
+    }
+
+    static let nextSeq = "(SELECT IFNULL(MAX(seq), 0) + 1 FROM keys)"
+}
+
+import Foundation
