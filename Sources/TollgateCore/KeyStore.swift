@@ -36,9 +36,26 @@ public protocol KeyStore: Service {
 
     /// The key's counters and per-API counts as last recorded.
     func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot?
+
+    /// Stores many keys, skipping those whose id or digest is taken.
+    /// - Returns: how many were stored.
+    func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int
 }
 
 extension KeyStore {
+    public func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int {
+        var inserted = 0
+        for key in keys {
+            do {
+                try await createKey(key)
+                inserted += 1
+            } catch where error.code == .keyExists {
+                continue
+            }
+        }
+        return inserted
+    }
+
     /// Revokes a key: from then on it is refused with `key_revoked`.
     /// - Returns: the revoked record, or `nil` if no key has that id.
     public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {

@@ -1,0 +1,145 @@
+import ArgumentParser
+import Foundation
+import TollgateCore
+
+/// `tollgate keys …`: create, list, show, revoke and import keys.
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create, list, show, revoke and import API keys.",
+        subcommands: [Create.self, List.self, Show.self, Revoke.self, Import.self]
+    )
+}
+
+extension Keys {
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a key and print its secret, once.",
+            discussion: """
+                Scope patterns: '*' every API; '/' the root; 'api1' exactly /api1; 'api1*' paths starting
+                with api1; 'api1/' everything below /api1. A key with no --scope reaches nothing.
+                Limits: N/PERIOD for every API the key reaches, PATTERN:N/PERIOD for the APIs PATTERN
+                matches; PERIOD is total, second, minute, hour, day or month (UTC windows).
+                """
+        )
+
+        @Option(help: "A name to recognize the key by.") var name = ""
+        @Option(name: .customLong("scope"), help: "An API pattern the key may reach (repeatable).") var scopes: [String] = []
+        @Option(name: .customLong("limit"), help: "A quota, N/PERIOD or PATTERN:N/PERIOD (repeatable).") var limits: [String] = []
+        @Option(help: "When the key stops working: 30d, 12h, 2030-01-01 or an RFC 3339 time.") var expires: String?
+        @Option(name: .customLong("key"), help: "Use this secret instead of generating one (e.g. when migrating).") var secret: String?
+        @Flag(help: "Print one JSON object.") var json = false
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() async throws {
+            try await reportingErrors {
+                let now = SystemWallClock().now
+                let draft = KeyDraft(
+                    name: name,
+                    scopes: try scopes.map { text throws(TollgateError) in try ScopePattern(parsing: text) },
+                    limits: try limits.map { text throws(TollgateError) in try LimitSpec(parsing: text) },
+                    expiresAt: try expires.map { text throws(TollgateError) in try Timestamp(parsing: text, now: now) }
+                )
+                let (key, secret) = try KeyIssuer.issue(draft, secret: self.secret, now: now)
+                try await withStore(storeOptions) { store in try await store.createKey(key) }
+                if json {
+                    try printJSON(CreatedKey(report: KeyReport(key, now: now), key: secret))
+                } else {
+                    print("Created \(key.id)\(key.name.isEmpty ? "" : " (\(key.name))").")
+                    print("Its secret, shown this once:")
+                    print("  \(secret)")
+                    if key.scopes.isEmpty { printError("warning: the key has no --scope, so it reaches no API") }
+                }
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List keys (never their secrets).")
+        @Flag(help: "Print one JSON array.") var json = false
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() async throws {
+            try await reportingErrors {
+                let now = SystemWallClock().now
+                let keys = try await withStore(storeOptions) { store in try await store.allKeys() }
+                let reports = keys.map { KeyReport($0, now: now) }
+                if json { return try printJSON(reports) }
+                print("ID".padding(22) + "STATUS".padding(8) + "NAME".padding(16) + "SCOPES".padding(16) + "LIMITS")
+                for report in reports {
+                    print(
+                        report.id.rawValue.padding(22) + report.status.padding(8) + report.name.padding(16)
+                            + report.scopes.map(\.description).joined(separator: ",").padding(16)
+                            + report.limits.map(\.description).joined(separator: ",")
+                    )
+                }
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one key (never its secret).")
+        @Argument(help: "The key's id.") var id: String
+        @Flag(help: "Print one JSON object.") var json = false
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() async throws {
+            try await reportingErrors {
+                let now = SystemWallClock().now
+                guard let key = try await withStore(storeOptions, { store in try await store.key(id: KeyID(rawValue: id)) }) else {
+                    throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
+                }
+                let report = KeyReport(key, now: now)
+                if json { return try printJSON(report) }
+                print("id:       \(report.id)")
+                print("name:     \(report.name)")
+                print("status:   \(report.status)")
+                print("scopes:   \(report.scopes.map(\.description).joined(separator: " "))")
+                print("limits:   \(report.limits.map(\.description).joined(separator: " "))")
+                print("created:  \(report.createdAt)")
+                if let expires = report.expiresAt { print("expires:  \(expires)") }
+                if let revoked = report.revokedAt { print("revoked:  \(revoked)") }
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a key: a running server refuses it within a second."
+        )
+        @Argument(help: "The key's id.") var id: String
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() async throws {
+            try await reportingErrors {
+                let now = SystemWallClock().now
+                guard let key = try await withStore(storeOptions, { store in try await store.revokeKey(id: KeyID(rawValue: id), at: now) }) else {
+                    throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
+                }
+                print("Revoked \(key.id) at \(key.revokedAt ?? now).")
+            }
+        }
+    }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Import keys from NDJSON, one key a line.",
+            discussion: """
+                Each line: {"key": SECRET} or {"digest": SHA256-HEX}, with "scopes": [..], and optionally
+                "id", "name", "limits": [..] and "expires_at". Every line is checked before any key is
+                stored; keys whose secret or id the store already has are skipped, so an import can be
+                run again.
+                """
+        )
+        @Argument(help: "The NDJSON file, or - for standard input.") var file: String
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() async throws {
+            try await reportingErrors {
+                let now = SystemWallClock().now
+                let keys = try KeyImporter.read(path: file, now: now)
+                let inserted = try await withStore(storeOptions) { store in try await store.importKeys(keys) }
+                print("Imported \(inserted) keys; skipped \(keys.count - inserted) that the store already had.")
+            }
+        }
+    }
+}

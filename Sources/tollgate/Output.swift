@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import TollgateCore
+
+/// Runs a command body, turning a ``TollgateError`` into one line on stderr and exit 1.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as TollgateError {
+        printError(error.message)
+        throw ExitCode.failure
+    }
+}
+
+/// Writes a line to stdout at once, unbuffered: a supervisor or test reading a running
+/// server's output sees it without waiting for a buffer to fill.
+func emit(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("tollgate: \(message)\n".utf8))
+}
+
+/// Prints one JSON document on stdout, as every `--json` output is.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    let data = try encoder.encode(value)
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+}
+
+/// A new key as `keys create --json` prints it: the listing fields and the secret.
+struct CreatedKey: Encodable {
+    var report: KeyReport
+    var key: String
+
+    enum CodingKeys: String, CodingKey { case key }
+
+    func encode(to encoder: any Encoder) throws {
+        try report.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(key, forKey: .key)
+    }
+}

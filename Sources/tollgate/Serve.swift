@@ -1,0 +1,96 @@
+import ArgumentParser
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+import TollgateAdmin
+import TollgateCore
+import TollgateHTTP
+import TollgateSQLite
+
+/// `tollgate serve`: the data plane and the control plane over one store.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway (the default command).",
+        discussion: "SIGTERM or SIGINT stop accepting, finish in-flight requests, commit their usage and exit 0."
+    )
+
+    @Option(help: "Data-plane address.") var host = "127.0.0.1"
+    @Option(help: "Data-plane port (0 picks a free one).") var port = 3000
+    @Option(name: .customLong("admin-host"), help: "Control-plane (health, admin) address.") var adminHost = "127.0.0.1"
+    @Option(name: .customLong("admin-port"), help: "Control-plane port (0 picks a free one).") var adminPort = 3001
+    @Flag(help: "Create the demo keys demo5, demo10, demo100 and demo1000 if absent, and print them.") var demo = false
+    @Option(
+        name: .customLong("idle-timeout"),
+        help: "Seconds a connection may idle, or take to send its request header fields, before it is closed."
+    )
+    var idleTimeout = 60
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+    @OptionGroup var storeOptions: StoreOptions
+
+    func validate() throws {
+        guard (0...65535).contains(port), (0...65535).contains(adminPort) else {
+            throw ValidationError("ports must be between 0 and 65535")
+        }
+        guard idleTimeout > 0 else { throw ValidationError("--idle-timeout must be a positive number of seconds") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "tollgate")
+        try await reportingErrors {
+            switch try storeOptions.location() {
+            case .memory:
+                try await serve(store: MemoryKeyStore(), logger: logger)
+            case .sqlite(let path, let synchronous):
+                let lock = try ServeLock(storePath: path)
+                let store = try SQLiteKeyStore(configuration: .init(path: path, synchronous: synchronous), logger: logger)
+                try await serve(store: store, logger: logger)
+                _ = consume lock
+            }
+        }
+    }
+
+    /// Generic over the store so that the data plane is specialized for it.
+    private func serve<Store: KeyStore>(store: Store, logger: Logger) async throws {
+        if demo { try await DemoKeys.ensure(in: store) }
+
+        var dataPlane = DataPlaneConfiguration(host: host, port: port)
+        dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
+        let demo = self.demo
+        dataPlane.onListening = { address in
+            if demo, let port = address.port {
+                DemoKeys.printTryLine(host: address.ipAddress ?? "127.0.0.1", port: port)
+            }
+        }
+        let server = DataPlaneServer(configuration: dataPlane, store: store, clock: SystemWallClock(), logger: logger)
+        let admin = AdminApplication.make(
+            configuration: .init(host: adminHost, port: adminPort),
+            store: store,
+            logger: logger
+        )
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: store),
+                    .init(service: server),
+                    .init(service: admin),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Logging
+import TollgateCore
+import TollgateSQLite
+
+/// The `--store URL` every command takes.
+struct StoreOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Where keys and usage live: sqlite:PATH or memory:.", valueName: "URL")
+    )
+    var store: String = "sqlite:tollgate.sqlite"
+
+    func location() throws(TollgateError) -> StoreLocation {
+        try StoreLocation(parsing: store)
+    }
+}
+
+/// A parsed store URL.
+enum StoreLocation: Equatable {
+    case sqlite(path: String, synchronous: SQLiteKeyStore.Configuration.Synchronous)
+    case memory
+
+    /// `sqlite:PATH[?synchronous=full|normal]`, `memory:`; `redis://` is the shared store's
+    /// scheme and arrives with it.
+    init(parsing text: String) throws(TollgateError) {
+        if text == "memory:" || text == "memory" {
+            self = .memory
+            return
+        }
+        if text.hasPrefix("sqlite:") {
+            var path = String(text.dropFirst("sqlite:".count))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            var synchronous = SQLiteKeyStore.Configuration.Synchronous.full
+            if let question = path.firstIndex(of: "?") {
+                let query = path[path.index(after: question)...]
+                path = String(path[..<question])
+                for item in query.split(separator: "&") {
+                    let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+                    guard parts.count == 2, parts[0] == "synchronous", let value = SQLiteKeyStore.Configuration.Synchronous(rawValue: parts[1]) else {
+                        throw TollgateError(.invalidStoreURL, "'\(item)' is not a SQLite store option: the only one is synchronous=full or synchronous=normal")
+                    }
+                    synchronous = value
+                }
+            }
+            guard !path.isEmpty else {
+                throw TollgateError(.invalidStoreURL, "'\(text)' names no file: write sqlite:PATH, e.g. sqlite:tollgate.sqlite")
+            }
+            self = .sqlite(path: path, synchronous: synchronous)
+            return
+        }
+        if text.hasPrefix("redis://") {
+            throw TollgateError(.invalidStoreURL, "the Redis store is not in this build yet: use sqlite:PATH or memory:")
+        }
+        throw TollgateError(.invalidStoreURL, "'\(text)' is not a store URL: use sqlite:PATH (e.g. sqlite:tollgate.sqlite) or memory:")
+    }
+}
+
+/// Runs `body` with the store the options name, specialized for its concrete type.
+func withStore<T>(
+    _ options: StoreOptions,
+    forServing: Bool = false,
+    logger: Logger = Logger(label: "tollgate"),
+    _ body: (any KeyStore) async throws -> T
+) async throws -> T {
+    switch try options.location() {
+    case .memory:
+        if !forServing {
+            throw TollgateError(
+                .invalidStoreURL,
+                "the memory: store keeps nothing between commands, so this command would change nothing: use it with 'tollgate serve', or use sqlite:PATH"
+            )
+        }
+        return try await body(MemoryKeyStore())
+    case .sqlite(let path, let synchronous):
+        let store = try SQLiteKeyStore(configuration: .init(path: path, synchronous: synchronous), logger: logger)
+        return try await body(store)
+    }
+}
