@@ -84,15 +84,34 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Helpers every test target shares: a raw HTTP client on NIO, a server harness,
+        // and the path of the built binary. A library so that no test duplicates them.
+        .target(
+            name: "TollgateTestSupport",
+            dependencies: [
+                "TollgateCore", "TollgateHTTP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Tests/TollgateTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "TollgateCoreTests",
-            dependencies: ["TollgateCore"],
+            dependencies: [
+                "TollgateCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "TollgateStoreTests",
             dependencies: [
-                "TollgateCore", "TollgateSQLite",
+                "TollgateCore", "TollgateSQLite", "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -101,22 +120,20 @@ let package = Package(
         .testTarget(
             name: "TollgateHTTPTests",
             dependencies: [
-                "TollgateCore", "TollgateSQLite", "TollgateHTTP", "TollgateAdmin",
+                "TollgateCore", "TollgateSQLite", "TollgateHTTP", "TollgateAdmin", "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
         ),
+        // Runs the built `tollgate` binary as a user would: CLI, kill -9, revocation.
         .testTarget(
             name: "TollgateCLITests",
             dependencies: [
-                "tollgate",
+                "TollgateCore", "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,0 +1,159 @@
+import NIOCore
+import NIOEmbedded
+import Testing
+import TollgateCore
+
+/// The decision, through the ledger that makes it, with a hand-moved clock.
+@Suite struct AdmissionTests {
+    let loop = EmbeddedEventLoop()
+    let ledger = QuotaLedger(configuration: .init(isPersistent: false))
+    let start = Timestamp(secondsSinceEpoch: 1_796_000_000)  // 2026-11-29T…Z
+
+    func key(_ secret: String, scopes: [String] = ["*"], limits: [String] = [], expiresAt: Timestamp? = nil) throws -> APIKey {
+        let draft = KeyDraft(
+            scopes: try scopes.map { try ScopePattern(parsing: $0) },
+            limits: try limits.map { try LimitSpec(parsing: $0) },
+            expiresAt: expiresAt
+        )
+        let key = try KeyIssuer.issue(draft, secret: secret, now: start).key
+        ledger.load(key, counters: [:], apis: [:])
+        return key
+    }
+
+    func decide(_ secret: String, _ path: String = "api1", at instant: Timestamp? = nil) -> AdmissionDecision {
+        let request = AdmissionRequest(digest: KeyDigest(secret: secret), api: path, path: path, now: instant ?? start)
+        let promise = loop.makePromise(of: AdmissionDecision.self)
+        let decision: AdmissionDecision
+        switch ledger.admit(request, promise: promise) {
+        case .decided(let decided, _): decision = decided
+        case .awaitingCommit:
+            Issue.record("a memory ledger never waits")
+            decision = .storeUnavailable
+        case .unknownKey: decision = .invalidKey
+        }
+        promise.succeed(decision)
+        return decision
+    }
+
+    @Test func admitsUpToTheQuotaThenRefusesWithTheSpentPolicy() throws {
+        _ = try key("k", limits: ["3/total"])
+        for remaining in [2, 1, 0] {
+            let decision = decide("k")
+            #expect(decision.outcome == .admitted)
+            #expect(decision.limits.map(\.remaining) == [Int64(remaining)])
+        }
+        let refused = decide("k")
+        #expect(refused.outcome == .quotaExceeded)
+        #expect(refused.limits.map(\.isSpent) == [true])
+        #expect(refused.retryAfter == nil, "a total quota never resets, so there is no time to retry at")
+    }
+
+    @Test func aRequestTakesFromEveryApplicableLimitOrFromNone() throws {
+        let key = try key("k", limits: ["api1:2/minute", "3/day"])
+        #expect(decide("k", "api1").outcome == .admitted)
+        #expect(decide("k", "api2").outcome == .admitted)
+        #expect(decide("k", "api1").outcome == .admitted)
+        // api1's minute limit is spent: the day limit must not lose a unit to this refusal.
+        let refused = decide("k", "api1")
+        #expect(refused.outcome == .quotaExceeded)
+        #expect(refused.limits.map(\.policy) == ["api1-minute", "day"])
+        #expect(refused.limits.map(\.remaining) == [0, 0])
+        #expect(decide("k", "api2").outcome == .quotaExceeded)
+        let usage = try #require(ledger.snapshot(of: key.id)).usage
+        #expect(usage.counters["day"]?.used == 3)
+        #expect(usage.counters["api1:minute"]?.used == 2)
+        #expect(usage.apis["api1"]?.admitted == 2)
+        #expect(usage.apis["api1"]?.quotaExceeded == 1)
+        #expect(usage.apis["api2"]?.quotaExceeded == 1)
+    }
+
+    @Test func limitsForOtherPathsDoNotApply() throws {
+        _ = try key("k", limits: ["api2:0/day"])
+        let decision = decide("k", "api1")
+        #expect(decision.outcome == .admitted)
+        #expect(decision.limits.isEmpty)
+    }
+
+    @Test func twoLimitsOnOneCounterTakeOneUnit() throws {
+        _ = try key("k", limits: ["5/minute", "*:3/minute"])
+        for _ in 0..<3 { #expect(decide("k").outcome == .admitted) }
+        let refused = decide("k")
+        #expect(refused.outcome == .quotaExceeded)
+        #expect(refused.limits.map(\.remaining) == [2, 0])
+    }
+
+    @Test func windowsResetAtTheirBoundaryAndRetryAfterSaysWhen() throws {
+        _ = try key("k", limits: ["1/minute"])
+        let minuteStart = Timestamp(secondsSinceEpoch: (start.secondsSinceEpoch / 60) * 60)
+        let late = minuteStart.adding(seconds: 45)
+        #expect(decide("k", at: late).outcome == .admitted)
+        let refused = decide("k", at: late)
+        #expect(refused.outcome == .quotaExceeded)
+        #expect(refused.retryAfter == 15)
+        #expect(refused.limits.first?.windowSeconds == 60)
+        #expect(refused.limits.first?.resetSeconds == 15)
+        #expect(decide("k", at: minuteStart.adding(seconds: 60)).outcome == .admitted)
+    }
+
+    @Test func scopeRevocationAndExpiryRefuseWithTheirReason() throws {
+        var key = try key("k", scopes: ["api1"], limits: ["10/day"], expiresAt: start.adding(seconds: 60))
+        let outOfScope = decide("k", "api2")
+        #expect(outOfScope.outcome == .scopeDenied)
+        #expect(outOfScope.keyID == key.id)
+        #expect(decide("k", "api1", at: start.adding(seconds: 60)).outcome == .keyExpired)
+        key.revokedAt = start
+        ledger.refresh(key)
+        #expect(decide("k", "api1").outcome == .keyRevoked)
+        #expect(try #require(ledger.snapshot(of: key.id)).usage.counters["day"]?.used == 0)
+    }
+
+    @Test func unknownSecretsAreRememberedUntilTheKeyAppears() throws {
+        #expect(decide("later").outcome == .invalidKey)
+        ledger.rememberUnknown(KeyDigest(secret: "later"), now: start)
+        let request = AdmissionRequest(digest: KeyDigest(secret: "later"), api: "api1", path: "api1", now: start)
+        let promise = loop.makePromise(of: AdmissionDecision.self)
+        defer { promise.succeed(.invalidKey) }
+        guard case .decided(let decision, _) = ledger.admit(request, promise: promise) else {
+            Issue.record("a remembered unknown secret is refused without a lookup")
+            return
+        }
+        #expect(decision.outcome == .invalidKey)
+        _ = try key("later")
+        #expect(decide("later").outcome == .admitted)
+    }
+
+    @Test func changingAQuotaKeepsTheCountUsed() throws {
+        var key = try key("k", limits: ["2/day"])
+        #expect(decide("k").outcome == .admitted)
+        #expect(decide("k").outcome == .admitted)
+        #expect(decide("k").outcome == .quotaExceeded)
+        key.limits = [try LimitSpec(parsing: "3/day")]
+        ledger.refresh(key)
+        #expect(decide("k").outcome == .admitted)
+        #expect(decide("k").outcome == .quotaExceeded)
+    }
+
+    @Test func aPersistentLedgerHoldsAdmittedAnswersUntilTheirBatchCommits() throws {
+        let ledger = QuotaLedger(configuration: .init(isPersistent: true))
+        let key = try KeyIssuer.issue(KeyDraft(scopes: [.all], limits: [LimitSpec(quota: 10, period: .total)]), secret: "k", now: start).key
+        ledger.load(key, counters: [:], apis: [:])
+        let request = AdmissionRequest(digest: key.digest, api: "api1", path: "api1", now: start)
+        let first = loop.makePromise(of: AdmissionDecision.self)
+        let second = loop.makePromise(of: AdmissionDecision.self)
+        guard case .awaitingCommit(flush: true) = ledger.admit(request, promise: first),
+            case .awaitingCommit(flush: false) = ledger.admit(request, promise: second)
+        else {
+            Issue.record("admitted requests wait, and only the first asks for a flush")
+            return
+        }
+        var answered = 0
+        first.futureResult.assumeIsolated().whenSuccess { _ in answered += 1 }
+        second.futureResult.assumeIsolated().whenSuccess { _ in answered += 1 }
+        let batch = try #require(ledger.takeBatch())
+        #expect(batch.snapshots.map { $0.counters["total"]?.used } == [2])
+        #expect(answered == 0)
+        batch.committed()
+        #expect(answered == 2)
+        #expect(ledger.takeBatch() == nil)
+    }
+}

@@ -1,0 +1,21 @@
+import Testing
+import TollgateCore
+
+@Suite struct RequestPathTests {
+    @Test(arguments: [
+        ("/", ""), ("/api1", "api1"), ("/api1?x=1", "api1"), ("/api1?../api2", "api1"), ("/api1/x", "api1/x"),
+        ("/api%31", "api1"), ("/a%7Eb", "a~b"), ("/api1#frag", "api1"),
+    ])
+    func normalizes(target: String, path: String) {
+        #expect(RequestPath.normalize(target) == path)
+    }
+
+    @Test(arguments: [
+        "/api1/../api2", "/..", "/.", "/./api1", "/api1/.", "/%2e%2e/api1", "/%2E/api1", "/api1%2fapi2", "/api1%2F..%2Fapi2",
+        "//api1", "/api1//x", "/api1/", "/api1%5capi2", "/api1\\..\\api2", "/api%", "/api%zz", "/api%00", "/a b",
+        "api1", "http://host/api1", "*", "", "/api1%252e", "/caf\u{e9}",
+    ])
+    func refuses(target: String) {
+        #expect(RequestPath.normalize(target) == nil, "'\(target)'")
+    }
+}
