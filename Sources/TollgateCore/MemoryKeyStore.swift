@@ -43,7 +43,10 @@ public struct MemoryKeyStore: KeyStore {
     }
 
     public func updateKey(_ key: APIKey) async throws(TollgateError) {
-        guard ledger.refresh(key) else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        // The ledger finds keys by digest; an update names its key by id.
+        guard let held = ledger.snapshot(of: key.id), held.key.digest == key.digest, ledger.refresh(key) else {
+            throw TollgateError(.keyNotFound, "no key has id \(key.id)")
+        }
     }
 
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {

@@ -1,0 +1,227 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import TollgateCore
+import TollgateSQLite
+import TollgateTestSupport
+
+/// Every store the gateway can run on. Each conformance test runs once per kind.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
+    case memory, sqlite
+
+    var testDescription: String { rawValue }
+
+    func make() throws -> any KeyStore {
+        switch self {
+        case .memory: MemoryKeyStore()
+        case .sqlite:
+            try SQLiteKeyStore(configuration: .init(path: try TestPaths.temporaryDirectory().appendingPathComponent("store.sqlite").path))
+        }
+    }
+}
+
+/// Asks `store` to decide a request on one of the shared event loops and waits for the answer.
+func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: Timestamp = SystemWallClock().now) async throws
+    -> AdmissionDecision
+{
+    let loop = MultiThreadedEventLoopGroup.singleton.next()
+    let promise = loop.makePromise(of: AdmissionDecision.self)
+    let request = AdmissionRequest(digest: KeyDigest(secret: secret), api: path, path: path, now: now)
+    loop.execute { store.admit(request, promise: promise) }
+    return try await promise.futureResult.get()
+}
+
+@Suite struct StoreConformanceTests {
+    @Test(arguments: StoreKind.allCases)
+    func keysAreFoundByIDAndByDigestButNeverHoldTheSecret(kind: StoreKind) async throws {
+        let store = try kind.make()
+        let (key, secret) = try await makeKey(in: store, scopes: ["api1", "api2*"], limits: ["api1:10/minute", "100/day"])
+        #expect(try await store.key(id: key.id) == key)
+        #expect(try await store.key(digest: KeyDigest(secret: secret)) == key)
+        #expect(try await store.key(id: KeyID(rawValue: "key_missing")) == nil)
+        #expect(try await store.key(digest: KeyDigest(secret: "other")) == nil)
+        #expect(!"\(key)".contains(secret))
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aTakenSecretOrIDIsRefused(kind: StoreKind) async throws {
+        let store = try kind.make()
+        let (key, _) = try await makeKey(in: store, secret: "same")
+        await #expect(throws: TollgateError(.keyExists, "a key with that secret or id exists already")) {
+            try await makeKey(in: store, secret: "same")
+        }
+        var sameID = try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "different", now: SystemWallClock().now).key
+        sameID.id = key.id
+        await #expect(throws: TollgateError.self) { try await store.createKey(sameID) }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func listingPagesInIDOrder(kind: StoreKind) async throws {
+        let store = try kind.make()
+        var ids: [KeyID] = []
+        for _ in 0..<25 { ids.append(try await makeKey(in: store).key.id) }
+        let first = try await store.listKeys(after: nil, limit: 10)
+        let second = try await store.listKeys(after: first.last?.id, limit: 10)
+        let third = try await store.listKeys(after: second.last?.id, limit: 10)
+        #expect((first + second + third).map(\.id) == ids.sorted())
+        #expect(third.count == 5)
+        #expect(try await store.allKeys().count == 25)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func importSkipsKeysTheStoreHas(kind: StoreKind) async throws {
+        let store = try kind.make()
+        let now = SystemWallClock().now
+        let existing = try await makeKey(in: store, secret: "one").key
+        let fresh = try (0..<3).map { try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "import-\($0)", now: now).key }
+        let clash = try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "one", now: now).key
+        #expect(try await store.importKeys(fresh + [clash]) == 3)
+        #expect(try await store.key(digest: existing.digest)?.id == existing.id)
+        #expect(try await admit(store, secret: "import-2").outcome == .admitted)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func admissionDecidesEveryOutcome(kind: StoreKind) async throws {
+        let store = try kind.make()
+        let now = SystemWallClock().now
+        try await makeKey(in: store, scopes: ["api1"], limits: ["2/total"], secret: "limited")
+        try await makeKey(in: store, secret: "expiring", expiresAt: now.adding(seconds: 1))
+        let revoked = try await makeKey(in: store, secret: "revoked").key
+        _ = try await store.revokeKey(id: revoked.id, at: now)
+
+        #expect(try await admit(store, secret: "unknown").outcome == .invalidKey)
+        #expect(try await admit(store, secret: "limited", path: "api2").outcome == .scopeDenied)
+        #expect(try await admit(store, secret: "limited").outcome == .admitted)
+        #expect(try await admit(store, secret: "limited").outcome == .admitted)
+        let spent = try await admit(store, secret: "limited")
+        #expect(spent.outcome == .quotaExceeded)
+        #expect(spent.limits.map(\.policy) == ["total"])
+        #expect(try await admit(store, secret: "expiring", now: now.adding(seconds: 1)).outcome == .keyExpired)
+        #expect(try await admit(store, secret: "revoked").outcome == .keyRevoked)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func usageCountsPerKeyAndPerAPI(kind: StoreKind) async throws {
+        let store = try kind.make()
+        let key = try await makeKey(in: store, scopes: ["api1", "api2"], limits: ["api1:2/day", "10/total"], secret: "k").key
+        for path in ["api1", "api1", "api1", "api2", "api3"] { _ = try await admit(store, secret: "k", path: path) }
+        let usage = try #require(try await store.usage(id: key.id))
+        #expect(usage.apis["api1"] == APIUsage(admitted: 2, quotaExceeded: 1))
+        #expect(usage.apis["api2"] == APIUsage(admitted: 1))
+        #expect(usage.apis["api3"] == APIUsage(scopeDenied: 1))
+        #expect(usage.counters["total"]?.used == 3)
+        #expect(usage.counters["api1:day"]?.used == 2)
+        let report = UsageReport(key: key, usage: usage, now: SystemWallClock().now)
+        #expect(report.limits.map(\.remaining) == [0, 7])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func updatesKeepUsageAndTakeEffectAtOnce(kind: StoreKind) async throws {
+        let store = try kind.make()
+        var key = try await makeKey(in: store, limits: ["1/day"], secret: "k").key
+        #expect(try await admit(store, secret: "k").outcome == .admitted)
+        #expect(try await admit(store, secret: "k").outcome == .quotaExceeded)
+        key.limits = [try LimitSpec(parsing: "2/day")]
+        key.name = "renamed"
+        try await store.updateKey(key)
+        #expect(try await store.key(id: key.id)?.name == "renamed")
+        #expect(try await admit(store, secret: "k").outcome == .admitted)
+        #expect(try await admit(store, secret: "k").outcome == .quotaExceeded)
+        _ = try await store.revokeKey(id: key.id, at: SystemWallClock().now)
+        #expect(try await admit(store, secret: "k").outcome == .keyRevoked)
+        var missing = key
+        missing.id = KeyID(rawValue: "key_missing")
+        await #expect(throws: TollgateError.self) { try await store.updateKey(missing) }
+    }
+
+    /// However many clients race on one key, exactly the quota is admitted.
+    @Test(arguments: StoreKind.allCases)
+    func racingClientsGetExactlyTheQuota(kind: StoreKind) async throws {
+        let store = try kind.make()
+        try await makeKey(in: store, limits: ["api1:150/day", "200/total"], secret: "raced")
+        let admitted = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for client in 0..<64 {
+                group.addTask {
+                    var api1 = 0
+                    var api2 = 0
+                    for attempt in 0..<8 {
+                        let path = (client + attempt).isMultiple(of: 2) ? "api1" : "api2"
+                        if try await admit(store, secret: "raced", path: path).outcome == .admitted {
+                            if path == "api1" { api1 += 1 } else { api2 += 1 }
+                        }
+                    }
+                    return (api1, api2)
+                }
+            }
+            return try await group.reduce((0, 0)) { ($0.0 + $1.0, $0.1 + $1.1) }
+        }
+        // 512 tries, half on api1: api1 stops at 150 of its 256, api2 takes all 256... but
+        // the key-wide 200 caps the sum.
+        #expect(admitted.0 + admitted.1 == 200)
+        #expect(admitted.0 <= 150)
+        #expect(try await admit(store, secret: "raced", path: "api2").outcome == .quotaExceeded)
+    }
+}
+
+@Suite struct SQLiteStoreTests {
+    func path() throws -> String {
+        try TestPaths.temporaryDirectory().appendingPathComponent("store.sqlite").path
+    }
+
+    @Test func admittedUsageIsOnDiskWhenTheAnswerIsGiven() async throws {
+        let path = try path()
+        let store = try SQLiteKeyStore(configuration: .init(path: path))
+        let key = try await makeKey(in: store, limits: ["100/total"], secret: "k").key
+        for _ in 0..<7 { #expect(try await admit(store, secret: "k").outcome == .admitted) }
+        // Another connection (as after a restart) reads what was committed.
+        let reopened = try SQLiteKeyStore(configuration: .init(path: path))
+        #expect(try await reopened.usage(id: key.id)?.counters["total"]?.used == 7)
+        #expect(try await reopened.usage(id: key.id)?.apis["api1"]?.admitted == 7)
+        // And a restarted server goes on counting from there.
+        for _ in 0..<93 { _ = try await admit(reopened, secret: "k") }
+        #expect(try await admit(reopened, secret: "k").outcome == .quotaExceeded)
+    }
+
+    @Test func keysMadeByAnotherProcessWorkAtOnceAndRevocationsArriveWithinASecond() async throws {
+        let path = try path()
+        let server = try SQLiteKeyStore(configuration: .init(path: path))
+        let cli = try SQLiteKeyStore(configuration: .init(path: path))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            #expect(try await admit(server, secret: "new").outcome == .invalidKey)
+            let key = try await makeKey(in: cli, secret: "new").key
+            // The server remembered the digest as unknown; the change feed forgets it.
+            let deadline = ContinuousClock.now + .seconds(1)
+            var outcome = try await admit(server, secret: "new").outcome
+            while outcome != .admitted && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+                outcome = try await admit(server, secret: "new").outcome
+            }
+            #expect(outcome == .admitted)
+            let revokedAt = ContinuousClock.now
+            _ = try await cli.revokeKey(id: key.id, at: SystemWallClock().now)
+            while try await admit(server, secret: "new").outcome != .keyRevoked {
+                #expect(ContinuousClock.now - revokedAt < .seconds(1))
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            group.cancelAll()
+        }
+    }
+
+    @Test func aSecondServerOnOneFileIsRefused() throws {
+        let path = try path()
+        let first = try ServeLock(storePath: path)
+        #expect(throws: TollgateError.self) { _ = try ServeLock(storePath: path) }
+        _ = consume first
+        #expect(throws: Never.self) { _ = try ServeLock(storePath: path) }
+    }
+
+    @Test func aDirectoryThatDoesNotExistIsAClearError() {
+        #expect {
+            try SQLiteKeyStore(configuration: .init(path: "/nonexistent/dir/store.sqlite"))
+        } throws: { error in
+            (error as! TollgateError).message.contains("check that the directory exists")
+        }
+    }
+}
