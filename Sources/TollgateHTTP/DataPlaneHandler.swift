@@ -308,9 +308,11 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            if case .discarding = state {} else { state = .idle }
+            // Idle before the end goes out: writing it makes the pipelining handler deliver
+            // the next buffered request at once, re-entering `channelRead`.
+            state = .idle
             idleSince = .now()
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
             state = .closed
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)

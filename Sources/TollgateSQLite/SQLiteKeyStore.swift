@@ -316,7 +316,7 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(TollgateError) -> T {
+    fileprivate func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(TollgateError) -> T {
         do {
             return try await pool.write(body)
         } catch let error as TollgateError {
@@ -329,5 +329,13 @@ public final class SQLiteKeyStore: KeyStore {
     static func describe(_ error: any Error) -> String {
         if let error = error as? DatabaseError { return error.message ?? "\(error.resultCode)" }
         return "\(error)"
+    }
+}
+
+extension SQLiteKeyStore {
+    /// Breaks the store the way a damaged file would, so that tests can prove a failed
+    /// commit answers `503` instead of serving uncounted requests.
+    public func dropUsageTablesForTesting() async throws(TollgateError) {
+        try await write { db in try db.execute(sql: "DROP TABLE counters; DROP TABLE api_usage") }
     }
 }
