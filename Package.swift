@@ -135,6 +135,7 @@ let package = Package(
             dependencies: [
                 "TollgateCore", "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -25,8 +25,7 @@ enum DemoKeys {
     }
 
     static func printTryLine(host: String, port: Int) {
-        let shownHost = host.contains(":") ? "[\(host)]" : host
-        emit("Try: curl -i -H 'token: demo5' http://\(shownHost):\(port)/api1")
+        emit("Try: curl -i -H 'token: demo5' http://\(urlHost(host)):\(port)/api1")
     }
 }
 

@@ -69,15 +69,21 @@ struct Serve: AsyncParsableCommand {
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
         let demo = self.demo
         dataPlane.onListening = { address in
-            if demo, let port = address.port {
-                DemoKeys.printTryLine(host: address.ipAddress ?? "127.0.0.1", port: port)
-            }
+            let host = address.ipAddress ?? "127.0.0.1"
+            let port = address.port ?? 0
+            emit("Data plane: http://\(urlHost(host)):\(port)")
+            if demo { DemoKeys.printTryLine(host: host, port: port) }
         }
         let server = DataPlaneServer(configuration: dataPlane, store: store, clock: SystemWallClock(), logger: logger)
         let admin = AdminApplication.make(
             configuration: .init(host: adminHost, port: adminPort),
             store: store,
-            logger: logger
+            logger: logger,
+            onServerRunning: { channel in
+                if let address = channel.localAddress {
+                    emit("Control plane: http://\(urlHost(address.ipAddress ?? "127.0.0.1")):\(address.port ?? 0)")
+                }
+            }
         )
         let group = ServiceGroup(
             configuration: .init(
@@ -93,4 +99,9 @@ struct Serve: AsyncParsableCommand {
         try await group.run()
         logger.info("stopped")
     }
+}
+
+/// A host as it appears in a URL: IPv6 addresses in brackets.
+func urlHost(_ host: String) -> String {
+    host.contains(":") ? "[\(host)]" : host
 }
