@@ -1,6 +1,6 @@
 import Hummingbird
-import NIOCore
 import Logging
+import NIOCore
 import TollgateCore
 
 /// The control plane's listener: health now, the admin API and metrics next.

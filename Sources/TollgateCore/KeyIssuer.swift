@@ -45,7 +45,8 @@ public enum KeyIssuer {
             throw TollgateError(.invalidInput, "a key must be 1 to \(maximumSecretLength) bytes long")
         }
         if secret.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7F || $0 == UInt8(ascii: ",") }) {
-            throw TollgateError(.invalidInput, "a key may hold only visible ASCII characters other than ',' (no spaces): it travels in an HTTP header")
+            throw TollgateError(
+                .invalidInput, "a key may hold only visible ASCII characters other than ',' (no spaces): it travels in an HTTP header")
         }
         if secret.hasPrefix(KeySecret.marker) && !KeySecret.isPlausible(secret) {
             throw TollgateError(

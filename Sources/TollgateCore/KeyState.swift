@@ -146,4 +146,3 @@ public struct UsageSnapshot: Sendable, Hashable {
         self.apis = apis
     }
 }
-

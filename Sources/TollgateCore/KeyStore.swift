@@ -49,7 +49,7 @@ extension KeyStore {
             do {
                 try await createKey(key)
                 inserted += 1
-            } catch where error.code == .keyExists {
+            } catch  where error.code == .keyExists {
                 continue
             }
         }

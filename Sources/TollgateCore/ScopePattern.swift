@@ -29,7 +29,8 @@ public enum ScopePattern: Sendable, Hashable, CustomStringConvertible {
         }
         let isPrefix = body.last == "*"
         if isPrefix { body = body.dropLast() }
-        for byte in body.utf8 where byte == UInt8(ascii: "*") || byte <= 0x20 || byte >= 0x7F || byte == UInt8(ascii: "?")
+        for byte in body.utf8
+        where byte == UInt8(ascii: "*") || byte <= 0x20 || byte >= 0x7F || byte == UInt8(ascii: "?")
             || byte == UInt8(ascii: "#") || byte == UInt8(ascii: "%") || byte == UInt8(ascii: "\\")
             || byte == UInt8(ascii: "\"")
         {
@@ -38,7 +39,8 @@ public enum ScopePattern: Sendable, Hashable, CustomStringConvertible {
                 "scope pattern '\(text)' is not valid: use '*', '', '/', 'api1', 'api1*' or 'api1/' (a '*' only at the end; no spaces, quotes, '%', '?' or '#')"
             )
         }
-        if body.split(separator: "/", omittingEmptySubsequences: false).dropLast().contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) {
+        if body.split(separator: "/", omittingEmptySubsequences: false).dropLast().contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }
+        ) {
             throw TollgateError(.invalidScope, "scope pattern '\(text)' has an empty, '.' or '..' segment, which no request path can have")
         }
         self = isPrefix ? .prefix(String(body)) : .exact(String(body))

@@ -288,7 +288,9 @@ public final class SQLiteKeyStore: KeyStore {
 
     static func loadUsage(keyID: KeyID, _ db: Database) throws -> UsageSnapshot {
         var counters: [String: UsageCounter] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT counter, window_start, used FROM counters WHERE key_id = ?", arguments: [keyID.rawValue]) {
+        for row in try Row.fetchAll(
+            db, sql: "SELECT counter, window_start, used FROM counters WHERE key_id = ?", arguments: [keyID.rawValue])
+        {
             counters[row["counter"]] = UsageCounter(windowStart: row["window_start"], used: row["used"])
         }
         var apis: [String: APIUsage] = [:]

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import TollgateCore
 
@@ -83,5 +84,3 @@ enum SQLiteSchema {
 
     static let nextSeq = "(SELECT IFNULL(MAX(seq), 0) + 1 FROM keys)"
 }
-
-import Foundation

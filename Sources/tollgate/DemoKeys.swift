@@ -1,6 +1,5 @@
 import TollgateCore
 
-
 /// The old service's `--test` keys, kept for a first run that just works.
 enum DemoKeys {
     static let quotas: [Int64] = [5, 10, 100, 1000]

@@ -47,7 +47,9 @@ enum KeyImporter {
                 throw TollgateError(.invalidInput, "\"digest\" must be 64 hex digits (a SHA-256)")
             }
             try KeyIssuer.validate(draft, now: now)
-            return APIKey(id: id, digest: digest, name: draft.name, scopes: draft.scopes, limits: draft.limits, createdAt: now, expiresAt: draft.expiresAt)
+            return APIKey(
+                id: id, digest: digest, name: draft.name, scopes: draft.scopes, limits: draft.limits, createdAt: now,
+                expiresAt: draft.expiresAt)
         default:
             throw TollgateError(.invalidInput, "give exactly one of \"key\" and \"digest\"")
         }

@@ -112,7 +112,8 @@ extension Keys {
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                guard let key = try await withStore(storeOptions, { store in try await store.revokeKey(id: KeyID(rawValue: id), at: now) }) else {
+                guard let key = try await withStore(storeOptions, { store in try await store.revokeKey(id: KeyID(rawValue: id), at: now) })
+                else {
                     throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
                 }
                 print("Revoked \(key.id) at \(key.revokedAt ?? now).")

@@ -3,11 +3,11 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
-import UnixSignals
 import TollgateAdmin
 import TollgateCore
 import TollgateHTTP
 import TollgateSQLite
+import UnixSignals
 
 /// `tollgate serve`: the data plane and the control plane over one store.
 struct Serve: AsyncParsableCommand {

@@ -37,8 +37,12 @@ enum StoreLocation: Equatable {
                 path = String(path[..<question])
                 for item in query.split(separator: "&") {
                     let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-                    guard parts.count == 2, parts[0] == "synchronous", let value = SQLiteKeyStore.Configuration.Synchronous(rawValue: parts[1]) else {
-                        throw TollgateError(.invalidStoreURL, "'\(item)' is not a SQLite store option: the only one is synchronous=full or synchronous=normal")
+                    guard parts.count == 2, parts[0] == "synchronous",
+                        let value = SQLiteKeyStore.Configuration.Synchronous(rawValue: parts[1])
+                    else {
+                        throw TollgateError(
+                            .invalidStoreURL,
+                            "'\(item)' is not a SQLite store option: the only one is synchronous=full or synchronous=normal")
                     }
                     synchronous = value
                 }

@@ -22,7 +22,9 @@ import TollgateTestSupport
     }
 
     @Test func createListShowRevokeAndUsageSpeakJSON() throws {
-        let (id, key) = try createKey(["--name", "alice", "--scope", "api1", "--limit", "api1:10/minute", "--limit", "100/day", "--expires", "30d"])
+        let (id, key) = try createKey([
+            "--name", "alice", "--scope", "api1", "--limit", "api1:10/minute", "--limit", "100/day", "--expires", "30d",
+        ])
         #expect(key.hasPrefix("tg_"))
         #expect(KeySecret.isPlausible(key))
 
@@ -129,7 +131,8 @@ import TollgateTestSupport
         #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429)
         #expect(server.stop() == 0)
         let again = try ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
-        #expect(try await httpRequest(port: again.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429, "usage survives restarts")
+        #expect(
+            try await httpRequest(port: again.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429, "usage survives restarts")
         again.stop()
         let keys = try #require(try tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
         #expect(keys.count == 4)

@@ -15,7 +15,9 @@ import TollgateCore
         #expect(try LimitSpec(parsing: text) == expected)
     }
 
-    @Test(arguments: ["", "10", "10/", "/minute", "ten/minute", "-1/minute", "10/week", "10/minutes", "a b:1/day", "1.5/day", "99999999999999999999/day"])
+    @Test(arguments: [
+        "", "10", "10/", "/minute", "ten/minute", "-1/minute", "10/week", "10/minutes", "a b:1/day", "1.5/day", "99999999999999999999/day",
+    ])
     func refusesWithTheAcceptedForms(text: String) {
         #expect {
             try LimitSpec(parsing: text)

@@ -8,7 +8,8 @@ import TollgateCore
 
     @Test func fixedWindowsAlignToUTC() throws {
         let instant = try at("2026-11-29T08:17:38.250Z")
-        let second = QuotaWindow(start: try at("2026-11-29T08:17:38Z").secondsSinceEpoch, end: try at("2026-11-29T08:17:39Z").secondsSinceEpoch)
+        let second = QuotaWindow(
+            start: try at("2026-11-29T08:17:38Z").secondsSinceEpoch, end: try at("2026-11-29T08:17:39Z").secondsSinceEpoch)
         let minuteStart = try at("2026-11-29T08:17:00Z").secondsSinceEpoch
         let hourEnd = try at("2026-11-29T09:00:00Z").secondsSinceEpoch
         let day = QuotaWindow(start: try at("2026-11-29").secondsSinceEpoch, end: try at("2026-11-30").secondsSinceEpoch)

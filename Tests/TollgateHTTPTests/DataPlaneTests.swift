@@ -61,7 +61,10 @@ func get(_ port: Int, _ target: String, key: String? = nil, header: String = "to
             #expect(missing.header("www-authenticate")?.hasPrefix("Bearer") == true)
             #expect(missing.header("content-type") == "application/problem+json")
 
-            for (secret, code) in [("unknown", "invalid_api_key"), ("tg_forgedforgedforgedforgedforgedxx", "invalid_api_key"), ("secret-of-a-revoked-key", "key_revoked")] {
+            for (secret, code) in [
+                ("unknown", "invalid_api_key"), ("tg_forgedforgedforgedforgedforgedxx", "invalid_api_key"),
+                ("secret-of-a-revoked-key", "key_revoked"),
+            ] {
                 let refused = try await get(port, "/api1", key: secret)
                 #expect(refused.status == 401)
                 #expect(refused.problemCode == code)

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What a finished `tollgate` command printed.
@@ -64,7 +64,9 @@ public final class ServerProcess: @unchecked Sendable {
         var ports: (Int, Int)?
         while ports == nil && Date() < deadline && process.isRunning {
             let text = (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? ""
-            if let data = Self.port(after: "Data plane: http://", in: text), let admin = Self.port(after: "Control plane: http://", in: text) {
+            if let data = Self.port(after: "Data plane: http://", in: text),
+                let admin = Self.port(after: "Control plane: http://", in: text)
+            {
                 ports = (data, admin)
             } else {
                 usleep(20_000)
