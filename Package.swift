@@ -77,6 +77,7 @@ let package = Package(
             dependencies: [
                 "TollgateCore", "TollgateSQLite", "TollgateHTTP", "TollgateAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -79,3 +79,18 @@ public struct SystemWallClock: WallClock {
 #elseif canImport(Darwin)
     import Darwin
 #endif
+
+extension Timestamp {
+    /// The IMF-fixdate form HTTP uses in `Date` (RFC 9110), e.g. `Sun, 29 Nov 2026 08:17:38 GMT`.
+    public var httpDate: String {
+        let seconds = secondsSinceEpoch
+        let days = floorDivide(seconds, 86_400)
+        let secondOfDay = seconds - days * 86_400
+        let date = CivilDate(daysSinceEpoch: days)
+        let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]  // 1970-01-01 was a Thursday
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let weekday = weekdays[Int(days - floorDivide(days, 7) * 7)]
+        return "\(weekday), \(pad(date.day, 2)) \(months[Int(date.month - 1)]) \(pad(date.year, 4)) "
+            + "\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay % 3600 / 60, 2)):\(pad(secondOfDay % 60, 2)) GMT"
+    }
+}

@@ -13,6 +13,7 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     let routes: [String: ByteBuffer]
     /// Problem to its prebuilt body (all but `quota_exceeded`, which names policies).
     let problems: [Problem: ByteBuffer]
+    let dateHeader = DateHeader()
     let healthBody = ByteBuffer(string: "{\"status\":\"ok\"}")
     let notReadyBody = ByteBuffer(string: "{\"status\":\"unavailable\"}")
 
@@ -304,6 +305,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         if case .closed = state { return }
         var headers = headers
         headers.add(name: "content-length", value: String(body.readableBytes))
+        headers.add(name: "date", value: shared.dateHeader.value(at: shared.clock.now))
         if !keepAlive { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import TollgateCore
 
 /// Runs a command body, turning a ``TollgateError`` into one line on stderr and exit 1.
@@ -8,6 +9,9 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
         try await body()
     } catch let error as TollgateError {
         printError(error.message)
+        throw ExitCode.failure
+    } catch let error as IOError where error.errnoCode == EADDRINUSE {
+        printError("an address is in use (\(error)): choose another --port or --admin-port, or stop what listens there")
         throw ExitCode.failure
     }
 }

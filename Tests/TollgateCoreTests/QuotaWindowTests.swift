@@ -58,4 +58,10 @@ import TollgateCore
         #expect(instant.secondsSinceEpoch == -1)
         #expect(instant.iso8601 == "1969-12-31T23:59:59.999Z")
     }
+
+    @Test func httpDatesAreIMFFixdate() throws {
+        #expect(Timestamp(secondsSinceEpoch: 0).httpDate == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(try at("2026-11-29T08:29:20.900Z").httpDate == "Sun, 29 Nov 2026 08:29:20 GMT")
+        #expect(try at("2028-02-29T23:59:59Z").httpDate == "Tue, 29 Feb 2028 23:59:59 GMT")
+    }
 }

@@ -53,6 +53,7 @@ func get(_ port: Int, _ target: String, key: String? = nil, header: String = "to
                 #expect(ok.header("content-type")?.hasPrefix("text/plain") == true)
                 #expect(ok.header("ratelimit-policy") == "\"day\";q=1000;w=86400")
                 #expect(ok.header("ratelimit")?.hasPrefix("\"day\";r=") == true)
+                #expect(ok.header("date") == clock.now.httpDate)
             }
 
             let missing = try await get(port, "/api1")

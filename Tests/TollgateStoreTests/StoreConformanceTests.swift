@@ -85,9 +85,9 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     func admissionDecidesEveryOutcome(kind: StoreKind) async throws {
         let store = try kind.make()
         let now = SystemWallClock().now
-        try await makeKey(in: store, scopes: ["api1"], limits: ["2/total"], secret: "limited")
-        try await makeKey(in: store, secret: "expiring", expiresAt: now.adding(seconds: 1))
-        let revoked = try await makeKey(in: store, secret: "revoked").key
+        try await makeKey(in: store, scopes: ["api1"], limits: ["2/total"], secret: "limited", now: now)
+        try await makeKey(in: store, secret: "expiring", expiresAt: now.adding(seconds: 60), now: now)
+        let revoked = try await makeKey(in: store, secret: "revoked", now: now).key
         _ = try await store.revokeKey(id: revoked.id, at: now)
 
         #expect(try await admit(store, secret: "unknown").outcome == .invalidKey)
@@ -97,7 +97,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         let spent = try await admit(store, secret: "limited")
         #expect(spent.outcome == .quotaExceeded)
         #expect(spent.limits.map(\.policy) == ["total"])
-        #expect(try await admit(store, secret: "expiring", now: now.adding(seconds: 1)).outcome == .keyExpired)
+        #expect(try await admit(store, secret: "expiring", now: now.adding(seconds: 60)).outcome == .keyExpired)
         #expect(try await admit(store, secret: "revoked").outcome == .keyRevoked)
     }
 

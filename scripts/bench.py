@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Drive a release `tollgate serve` with wrk and compare each scenario with /healthz.
+
+Machines here are noisy, so every scenario runs --runs times and the median is reported,
+with its ratio to the /healthz median of the same server in the same run.
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SCENARIOS = [
+    # name, path, header
+    ("healthz (floor)", "/healthz", None),
+    ("api1 admitted", "/api1", "token: bench-admit"),
+    ("api1 429 spent", "/api1", "token: bench-spent"),
+    ("api1 401 unknown", "/api1", "token: bench-unknown-key"),
+]
+
+
+def write_keys(path, count):
+    """Two keys the scenarios use, and count - 2 others by digest, as a migration would."""
+    with open(path, "w") as f:
+        f.write(json.dumps({"key": "bench-admit", "scopes": ["*"], "limits": ["1000000000000/total"]}) + "\n")
+        f.write(json.dumps({"key": "bench-spent", "scopes": ["*"], "limits": ["0/total"]}) + "\n")
+        for i in range(max(0, count - 2)):
+            digest = hashlib.sha256(secrets.token_bytes(16)).hexdigest()
+            f.write('{"digest":"%s","scopes":["api1"],"limits":["100/day"],"id":"key_bench%07d"}\n' % (digest, i))
+
+
+def start_server(binary, store, directory):
+    out = open(os.path.join(directory, "serve.out"), "w+")
+    err = open(os.path.join(directory, "serve.err"), "w")
+    process = subprocess.Popen(
+        [binary, "serve", "--store", store, "--port", "0", "--admin-port", "0", "--log-level", "warning"],
+        stdout=out, stderr=err, cwd=directory,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        out.seek(0)
+        match = re.search(r"Data plane: http://[^:]+:(\d+)", out.read())
+        if match:
+            return process, int(match.group(1))
+        if process.poll() is not None:
+            sys.exit("bench: the server exited: " + open(os.path.join(directory, "serve.err")).read())
+        time.sleep(0.05)
+    process.kill()
+    sys.exit("bench: the server did not start within 60 s")
+
+
+def to_ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(port, path, header, duration, connections):
+    command = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % duration, "--latency"]
+    if header:
+        command += ["-H", header]
+    command.append("http://127.0.0.1:%d%s" % (port, path))
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", output).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", output).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    return rps, p50, p99, int(non2xx.group(1)) if non2xx else 0, errors.group(1) if errors else ""
+
+
+def rss_mb(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def bench(binary, count, store_mode, args):
+    directory = tempfile.mkdtemp(prefix="tollgate-bench-")
+    if store_mode == "memory":
+        sys.exit("bench: the memory store cannot import keys; use full or normal")
+    store = "sqlite:" + os.path.join(directory, "bench.sqlite") + ("?synchronous=normal" if store_mode == "normal" else "")
+    keys = os.path.join(directory, "keys.ndjson")
+    write_keys(keys, count)
+    started = time.time()
+    subprocess.run([binary, "keys", "import", keys, "--store", store], check=True, stdout=subprocess.DEVNULL)
+    import_seconds = time.time() - started
+    process, port = start_server(binary, store, directory)
+    try:
+        for _, path, header in SCENARIOS:  # warm up every path once
+            run_wrk(port, path, header, 1, args.connections)
+        results = {}
+        for _ in range(args.runs):
+            for name, path, header in SCENARIOS:
+                results.setdefault(name, []).append(run_wrk(port, path, header, args.duration, args.connections))
+        rss, peak = rss_mb(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    floor = statistics.median(r[0] for r in results["healthz (floor)"])
+    print("\n## %s keys, store sqlite synchronous=%s (import took %.1f s)" % (f"{count:,}", store_mode, import_seconds))
+    print("%-18s %10s %8s %9s %9s %s" % ("scenario", "req/s", "ratio", "p50 ms", "p99 ms", "notes"))
+    for name, _, _ in SCENARIOS:
+        runs = results[name]
+        rps = statistics.median(r[0] for r in runs)
+        notes = []
+        expected_non2xx = not name.startswith(("healthz", "api1 admitted"))
+        if not expected_non2xx and any(r[3] for r in runs):
+            notes.append("UNEXPECTED non-2xx: %d" % sum(r[3] for r in runs))
+        if any(r[4] for r in runs):
+            notes.append("socket errors: " + "; ".join(r[4] for r in runs if r[4]))
+        print("%-18s %10.0f %7.2fx %9.3f %9.3f %s" % (
+            name, rps, rps / floor,
+            statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs),
+            ", ".join(notes)))
+    print("server RSS after the runs: %.1f MiB (peak %.1f MiB)" % (rss, peak))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--keys", type=int, nargs="+", default=[1, 10_000, 1_000_000])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is reported")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--store", choices=["full", "normal"], nargs="+", default=["full"],
+                        help="SQLite synchronous mode(s) to measure")
+    args = parser.parse_args()
+    print("wrk -t1 -c%d -d%ds, %d run(s) per scenario, medians; cores: %d" % (
+        args.connections, args.duration, args.runs, os.cpu_count()))
+    for mode in args.store:
+        for count in args.keys:
+            bench(args.binary, max(count, 2), mode, args)
+
+
+if __name__ == "__main__":
+    main()
