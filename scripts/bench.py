@@ -135,6 +135,7 @@ def main():
     parser.add_argument("--store", choices=["full", "normal"], nargs="+", default=["full"],
                         help="SQLite synchronous mode(s) to measure")
     args = parser.parse_args()
+    args.binary = os.path.abspath(args.binary)
     print("wrk -t1 -c%d -d%ds, %d run(s) per scenario, medians; cores: %d" % (
         args.connections, args.duration, args.runs, os.cpu_count()))
     for mode in args.store:

@@ -13,7 +13,7 @@ public struct MemoryKeyStore: KeyStore {
 
     public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
         switch ledger.admit(request, promise: promise) {
-        case .decided(let decision, _): promise.succeed(decision)
+        case .decided(let decision): promise.succeed(decision)
         case .awaitingCommit: break  // never: the ledger is not persistent
         case .unknownKey:
             ledger.rememberUnknown(request.digest, now: request.now)

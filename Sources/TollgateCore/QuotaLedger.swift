@@ -25,16 +25,17 @@ public final class QuotaLedger: Sendable {
 
     /// What ``admit(_:promise:)`` did with a request.
     public enum Admission: Sendable {
-        /// Decided; the caller completes the promise. `flush` asks the caller to start the
-        /// writer, because there is usage to persist and no flush is under way.
-        case decided(AdmissionDecision, flush: Bool)
-        /// Admitted; the promise completes when the usage is committed.
+        /// Decided; the caller completes the promise. Refusals are counted in memory and
+        /// persisted with the next commit or periodic flush.
+        case decided(AdmissionDecision)
+        /// Admitted; the promise completes when the usage is committed. `flush` asks the
+        /// caller to start the writer, because no flush is under way.
         case awaitingCommit(flush: Bool)
         /// The ledger does not hold this digest: the store must look it up.
         case unknownKey
     }
 
-    struct Waiter {
+    struct Waiter: Sendable {
         var promise: EventLoopPromise<AdmissionDecision>
         var decision: AdmissionDecision
     }
@@ -63,7 +64,7 @@ public final class QuotaLedger: Sendable {
         return state.withLock { state -> Admission in
             guard let key = state.byDigest[request.digest] else {
                 if let until = state.unknown[request.digest] {
-                    if until > request.now.millisecondsSinceEpoch { return .decided(.invalidKey, flush: false) }
+                    if until > request.now.millisecondsSinceEpoch { return .decided(.invalidKey) }
                     state.unknown[request.digest] = nil
                 }
                 return .unknownKey
@@ -71,14 +72,13 @@ public final class QuotaLedger: Sendable {
             let wasDirty = key.isDirty
             let decision = key.decide(request)
             if !wasDirty && key.isDirty { state.dirty.append(key) }
-            guard persistent else { return .decided(decision, flush: false) }
+            // A refusal's count may wait for the next commit or the store's periodic flush:
+            // a flood of refused requests then costs no writes of its own.
+            guard persistent, decision.outcome == .admitted else { return .decided(decision) }
             let flush = !state.isFlushing
             state.isFlushing = true
-            if decision.outcome == .admitted {
-                state.waiters.append(Waiter(promise: promise, decision: decision))
-                return .awaitingCommit(flush: flush)
-            }
-            return .decided(decision, flush: flush)
+            state.waiters.append(Waiter(promise: promise, decision: decision))
+            return .awaitingCommit(flush: flush)
         }
     }
 
@@ -146,14 +146,30 @@ public final class QuotaLedger: Sendable {
 
         /// Answers the waiting requests once their usage is durable.
         public func committed() {
-            for waiter in waiters { waiter.promise.succeed(waiter.decision) }
+            complete { $0.decision }
         }
 
         /// Answers the waiting requests `503`: their usage may not be durable, so they
         /// must not be served. The units they took stay taken (counting too much is safe;
         /// admitting uncounted requests is not).
         public func failed() {
-            for waiter in waiters { waiter.promise.succeed(.storeUnavailable) }
+            complete { _ in .storeUnavailable }
+        }
+
+        /// Completes the promises with one hop per event loop rather than one per request:
+        /// a commit answers hundreds of requests, and each cross-thread completion would
+        /// otherwise wake its loop separately.
+        private func complete(_ answer: @escaping @Sendable (Waiter) -> AdmissionDecision) {
+            var byLoop: [ObjectIdentifier: (loop: any EventLoop, waiters: [Waiter])] = [:]
+            for waiter in waiters {
+                let loop = waiter.promise.futureResult.eventLoop
+                byLoop[ObjectIdentifier(loop), default: (loop, [])].waiters.append(waiter)
+            }
+            for (loop, waiters) in byLoop.values {
+                loop.execute {
+                    for waiter in waiters { waiter.promise.succeed(answer(waiter)) }
+                }
+            }
         }
 
         public var waiterCount: Int { waiters.count }
@@ -168,6 +184,7 @@ public final class QuotaLedger: Sendable {
                 state.isFlushing = false
                 return nil
             }
+            state.isFlushing = true
             let snapshots = state.dirty.map { key -> UsageSnapshot in
                 key.isDirty = false
                 return key.snapshot

@@ -11,7 +11,7 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     let configuration: DataPlaneConfiguration
     /// Route name to its prebuilt `200` body.
     let routes: [String: ByteBuffer]
-    /// Problem to its prebuilt body (all but `quota_exceeded`, which names policies).
+    /// Problem to its prebuilt body (for `quota_exceeded`, the part before the policies).
     let problems: [Problem: ByteBuffer]
     let dateHeader = DateHeader()
     let healthBody = ByteBuffer(string: "{\"status\":\"ok\"}")
@@ -23,7 +23,7 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
         self.logger = logger
         self.configuration = configuration
         self.routes = Dictionary(configuration.routes.map { ($0.name, ByteBuffer(string: $0.body)) }, uniquingKeysWith: { a, _ in a })
-        self.problems = Dictionary(uniqueKeysWithValues: Problem.allCases.map { ($0, ByteBuffer(string: $0.body())) })
+        self.problems = Dictionary(uniqueKeysWithValues: Problem.allCases.map { ($0, ByteBuffer(string: $0.prebuiltBody)) })
     }
 }
 
@@ -235,7 +235,10 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         let problem = Problem(decision.outcome)
         if problem == .quotaExceeded {
             if let retryAfter = decision.retryAfter { headers.add(name: "retry-after", value: String(retryAfter)) }
-            let body = ByteBuffer(string: problem.body(violatedPolicies: decision.limits.filter(\.isSpent).map(\.policy)))
+            let body = Problem.quotaExceededBody(
+                prefix: shared.problems[.quotaExceeded]!,
+                policies: decision.limits.filter(\.isSpent).map(\.policy)
+            )
             return writeProblem(problem, body: body, headers: headers, isHead: isHead, context: context)
         }
         writeProblem(problem, headers: headers, isHead: isHead, context: context)

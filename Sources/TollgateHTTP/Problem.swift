@@ -66,13 +66,24 @@ public enum Problem: String, Sendable, CaseIterable {
         }
     }
 
-    /// The RFC 9457 body; `violatedPolicies` only for `quota_exceeded`.
-    func body(violatedPolicies: [String] = []) -> String {
-        var json = "{\"title\":\"\(status.reasonPhrase)\",\"status\":\(status.code),\"detail\":\"\(detail)\",\"code\":\"\(rawValue)\""
-        if self == .quotaExceeded {
-            // Policy names hold no quote or backslash (scope patterns refuse them).
-            json += ",\"violated-policies\":[" + violatedPolicies.map { "\"\($0)\"" }.joined(separator: ",") + "]"
+    /// The RFC 9457 body, built once at start-up; `quota_exceeded` leaves its
+    /// `violated-policies` list open for ``quotaExceededBody(prefix:policies:)`` to finish.
+    var prebuiltBody: String {
+        let json = "{\"title\":\"\(status.reasonPhrase)\",\"status\":\(status.code),\"detail\":\"\(detail)\",\"code\":\"\(rawValue)\""
+        return self == .quotaExceeded ? json + ",\"violated-policies\":[" : json + "}"
+    }
+
+    /// Finishes the `quota_exceeded` body with the names of the spent limits.
+    static func quotaExceededBody(prefix: ByteBuffer, policies: [String]) -> ByteBuffer {
+        var body = prefix
+        body.reserveCapacity(minimumWritableBytes: policies.reduce(2) { $0 + $1.utf8.count + 3 })
+        for (index, policy) in policies.enumerated() {
+            // Policy names hold no quote or backslash: scope patterns refuse them.
+            body.writeString(index == 0 ? "\"" : ",\"")
+            body.writeString(policy)
+            body.writeString("\"")
         }
-        return json + "}"
+        body.writeString("]}")
+        return body
     }
 }

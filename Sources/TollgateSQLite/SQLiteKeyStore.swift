@@ -79,6 +79,8 @@ public final class SQLiteKeyStore: KeyStore {
                     ledger.refresh(key)
                     lastSeq = seq
                 }
+                // Refusals are counted in memory without a commit of their own; persist them.
+                scheduleFlush()
             } catch {
                 logger.warning("cannot read key changes", metadata: ["error": "\(error)"])
             }
@@ -99,8 +101,7 @@ public final class SQLiteKeyStore: KeyStore {
 
     private func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>, lookUpUnknown: Bool) {
         switch ledger.admit(request, promise: promise) {
-        case .decided(let decision, let flush):
-            if flush { scheduleFlush() }
+        case .decided(let decision):
             promise.succeed(decision)
         case .awaitingCommit(let flush):
             if flush { scheduleFlush() }

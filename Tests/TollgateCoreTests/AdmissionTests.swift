@@ -25,7 +25,7 @@ import TollgateCore
         let promise = loop.makePromise(of: AdmissionDecision.self)
         let decision: AdmissionDecision
         switch ledger.admit(request, promise: promise) {
-        case .decided(let decided, _): decision = decided
+        case .decided(let decided): decision = decided
         case .awaitingCommit:
             Issue.record("a memory ledger never waits")
             decision = .storeUnavailable
@@ -113,7 +113,7 @@ import TollgateCore
         let request = AdmissionRequest(digest: KeyDigest(secret: "later"), api: "api1", path: "api1", now: start)
         let promise = loop.makePromise(of: AdmissionDecision.self)
         defer { promise.succeed(.invalidKey) }
-        guard case .decided(let decision, _) = ledger.admit(request, promise: promise) else {
+        guard case .decided(let decision) = ledger.admit(request, promise: promise) else {
             Issue.record("a remembered unknown secret is refused without a lookup")
             return
         }
@@ -153,6 +153,7 @@ import TollgateCore
         #expect(batch.snapshots.map { $0.counters["total"]?.used } == [2])
         #expect(answered == 0)
         batch.committed()
+        loop.run()  // completions hop to the promises' loop, once per loop
         #expect(answered == 2)
         #expect(ledger.takeBatch() == nil)
     }

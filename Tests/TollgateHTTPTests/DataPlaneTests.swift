@@ -111,6 +111,20 @@ func get(_ port: Int, _ target: String, key: String? = nil, header: String = "to
         }
     }
 
+    @Test func aRefusalNamesEverySpentPolicyAndWhenTheLastResets() async throws {
+        let clock = ManualWallClock(try Timestamp(parsing: "2026-11-29T23:59:30Z", now: SystemWallClock().now))
+        try await withGateway(.memory, clock: clock) { port, store in
+            try await makeKey(in: store, limits: ["1/day", "api1:1/minute", "5/total"], secret: "k", now: clock.now)
+            #expect(try await get(port, "/api1", key: "k").status == 200)
+            let spent = try await get(port, "/api1", key: "k")
+            #expect(spent.status == 429)
+            #expect(spent.body.hasSuffix(",\"violated-policies\":[\"day\",\"api1-minute\"]}"))
+            #expect(spent.header("retry-after") == "30")
+            #expect(spent.header("ratelimit-policy") == "\"day\";q=1;w=86400, \"api1-minute\";q=1;w=60, \"total\";q=5")
+            #expect(spent.header("ratelimit") == "\"day\";r=0;t=30, \"api1-minute\";r=0;t=30, \"total\";r=4")
+        }
+    }
+
     @Test(arguments: GatewayStore.allCases)
     func takesTheKeyFromTheFirstHeaderFoundInTheContractsOrder(kind: GatewayStore) async throws {
         try await withGateway(kind) { port, store in
