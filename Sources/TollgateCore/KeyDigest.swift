@@ -34,7 +34,7 @@ public struct KeyDigest: Sendable, Hashable, CustomStringConvertible {
         var bytes = [UInt8]()
         bytes.reserveCapacity(32)
         for index in stride(from: 0, to: 64, by: 2) {
-            guard let high = hexValue(utf8[index]), let low = hexValue(utf8[index + 1]) else { return nil }
+            guard let high = hexDigitValue(utf8[index]), let low = hexDigitValue(utf8[index + 1]) else { return nil }
             bytes.append(high << 4 | low)
         }
         self.init(bytes: bytes)
@@ -72,7 +72,8 @@ public struct KeyDigest: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-private func hexValue(_ byte: UInt8) -> UInt8? {
+/// The value of one hex digit, either case; shared by digests and percent-decoding.
+func hexDigitValue(_ byte: UInt8) -> UInt8? {
     switch byte {
     case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
     case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10

@@ -62,14 +62,4 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-extension LimitSpec: Codable {
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        self = try LimitSpec(parsing: text)
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
-}
+extension LimitSpec: SpecText {}

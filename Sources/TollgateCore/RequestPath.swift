@@ -28,7 +28,7 @@ public enum RequestPath {
         while let byte = iterator.next() {
             var decoded = byte
             if byte == UInt8(ascii: "%") {
-                guard let high = iterator.next().flatMap(hexDigit), let low = iterator.next().flatMap(hexDigit) else {
+                guard let high = iterator.next().flatMap(hexDigitValue), let low = iterator.next().flatMap(hexDigitValue) else {
                     return nil
                 }
                 decoded = high << 4 | low
@@ -45,14 +45,5 @@ public enum RequestPath {
         }
         guard endSegment() else { return nil }
         return String(decoding: path, as: UTF8.self)
-    }
-}
-
-private func hexDigit(_ byte: UInt8) -> UInt8? {
-    switch byte {
-    case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-    case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-    case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-    default: nil
     }
 }

@@ -72,14 +72,4 @@ public enum ScopePattern: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-extension ScopePattern: Codable {
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        self = try ScopePattern(parsing: text)
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
-}
+extension ScopePattern: SpecText {}

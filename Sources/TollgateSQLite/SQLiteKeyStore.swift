@@ -310,22 +310,21 @@ public final class SQLiteKeyStore: KeyStore {
     // MARK: Helpers
 
     private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(TollgateError) -> T {
-        do {
-            return try await pool.read(body)
-        } catch let error as TollgateError {
-            throw error
-        } catch {
-            throw TollgateError(.storeUnavailable, "the SQLite store failed a read: \(Self.describe(error))")
-        }
+        try await storeOperation("read") { try await pool.read(body) }
     }
 
     fileprivate func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(TollgateError) -> T {
+        try await storeOperation("write") { try await pool.write(body) }
+    }
+
+    /// Runs a database operation, keeping Tollgate's own errors and naming any other one.
+    private func storeOperation<T>(_ kind: String, _ operation: () async throws -> T) async throws(TollgateError) -> T {
         do {
-            return try await pool.write(body)
+            return try await operation()
         } catch let error as TollgateError {
             throw error
         } catch {
-            throw TollgateError(.storeUnavailable, "the SQLite store failed a write: \(Self.describe(error))")
+            throw TollgateError(.storeUnavailable, "the SQLite store failed a \(kind): \(Self.describe(error))")
         }
     }
 
