@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import Synchronization
 import Testing
 import TollgateCore
 import TollgateTestSupport
@@ -14,31 +15,31 @@ import TollgateTestSupport
         store = "sqlite:" + directory.appendingPathComponent("cli.sqlite").path
     }
 
-    func createKey(_ extra: [String]) throws -> (id: String, key: String) {
-        let result = try tollgate(["keys", "create", "--json", "--store", store] + extra)
+    func createKey(_ extra: [String]) async throws -> (id: String, key: String) {
+        let result = try await tollgate(["keys", "create", "--json", "--store", store] + extra)
         #expect(result.status == 0, "\(result.stderr)")
         let object = try #require(try result.json() as? [String: Any])
         return (try #require(object["id"] as? String), try #require(object["key"] as? String))
     }
 
-    @Test func createListShowRevokeAndUsageSpeakJSON() throws {
-        let (id, key) = try createKey([
+    @Test func createListShowRevokeAndUsageSpeakJSON() async throws {
+        let (id, key) = try await createKey([
             "--name", "alice", "--scope", "api1", "--limit", "api1:10/minute", "--limit", "100/day", "--expires", "30d",
         ])
         #expect(key.hasPrefix("tg_"))
         #expect(KeySecret.isPlausible(key))
 
-        let list = try #require(try tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
+        let list = try #require(try await tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
         #expect(list.count == 1)
         #expect(list[0]["id"] as? String == id)
         #expect(list[0]["key"] == nil, "listings never hold secrets")
         #expect(list[0]["limits"] as? [String] == ["api1:10/minute", "100/day"])
 
-        let shown = try #require(try tollgate(["keys", "show", id, "--json", "--store", store]).json() as? [String: Any])
+        let shown = try #require(try await tollgate(["keys", "show", id, "--json", "--store", store]).json() as? [String: Any])
         #expect(shown["status"] as? String == "active")
         #expect(shown["expires_at"] is String)
 
-        let usage = try #require(try tollgate(["usage", id, "--json", "--store", store]).json() as? [String: Any])
+        let usage = try #require(try await tollgate(["usage", id, "--json", "--store", store]).json() as? [String: Any])
         #expect(usage["id"] as? String == id)
         #expect(usage["apis"] is [String: Any])
         let limits = try #require(usage["limits"] as? [[String: Any]])
@@ -47,9 +48,9 @@ import TollgateTestSupport
         #expect(limits[0]["scope"] as? String == "api1")
         #expect(limits[0]["remaining"] as? Int == 10)
 
-        let revoke = try tollgate(["keys", "revoke", id, "--store", store])
+        let revoke = try await tollgate(["keys", "revoke", id, "--store", store])
         #expect(revoke.status == 0)
-        let revoked = try #require(try tollgate(["keys", "show", id, "--json", "--store", store]).json() as? [String: Any])
+        let revoked = try #require(try await tollgate(["keys", "show", id, "--json", "--store", store]).json() as? [String: Any])
         #expect(revoked["status"] as? String == "revoked")
 
         // Neither the file nor its WAL holds the secret.
@@ -70,48 +71,47 @@ import TollgateTestSupport
         (["keys", "create", "--store", "memory:"], "keeps nothing"),
         (["keys", "list", "--store", "postgres://x"], "sqlite:PATH"),
     ])
-    func errorsSayWhatToDoOnStderrWithAFailingStatus(arguments: [String], hint: String) throws {
+    func errorsSayWhatToDoOnStderrWithAFailingStatus(arguments: [String], hint: String) async throws {
         let withStore = arguments.contains("--store") ? arguments : arguments + ["--store", store]
-        let result = try tollgate(withStore)
+        let result = try await tollgate(withStore)
         #expect(result.status != 0)
         #expect(result.stdout.isEmpty)
         #expect(result.stderr.contains(hint), "\(result.stderr)")
     }
 
-    @Test func importChecksEveryLineFirstAndSkipsWhatExists() throws {
+    @Test func importChecksEveryLineFirstAndSkipsWhatExists() async throws {
         let digest = KeyDigest(secret: "migrated-secret").hex
         let good = """
             {"key": "imported-one", "scopes": ["api1"], "limits": ["5/day"], "name": "one"}
             {"digest": "\(digest)", "scopes": ["*"], "id": "key_migrated"}
 
             """
-        let first = try tollgate(["keys", "import", "-", "--store", store], stdin: good)
+        let first = try await tollgate(["keys", "import", "-", "--store", store], stdin: good)
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout.contains("Imported 2 keys"))
-        let again = try tollgate(["keys", "import", "-", "--store", store], stdin: good)
+        let again = try await tollgate(["keys", "import", "-", "--store", store], stdin: good)
         #expect(again.stdout.contains("Imported 0 keys; skipped 2"))
 
         let bad = """
             {"key": "fine-one", "scopes": ["*"]}
             {"key": "bad-limit", "scopes": ["*"], "limits": ["lots"]}
             """
-        let refused = try tollgate(["keys", "import", "-", "--store", store], stdin: bad)
+        let refused = try await tollgate(["keys", "import", "-", "--store", store], stdin: bad)
         #expect(refused.status != 0)
         #expect(refused.stderr.contains("line 2"))
         #expect(refused.stderr.contains("nothing was imported"))
-        let list = try #require(try tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
+        let list = try #require(try await tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
         #expect(list.count == 2)
         #expect(list.contains { $0["id"] as? String == "key_migrated" })
     }
 
     @Test func aRunningServerTakesNewKeysAtOnceAndRevocationsWithinASecond() async throws {
-        let server = try ServerProcess(arguments: ["--store", store], directory: directory)
-        defer { server.stop() }
-        let (id, key) = try createKey(["--scope", "*"])
+        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+        let (id, key) = try await createKey(["--scope", "*"])
         let first = try await httpRequest(port: server.port, .GET, "/api1", headers: [("Authorization", "Bearer \(key)")])
         #expect(first.status == 200)
 
-        #expect(try tollgate(["keys", "revoke", id, "--store", store]).status == 0)
+        #expect(try await tollgate(["keys", "revoke", id, "--store", store]).status == 0)
         let revokedAt = ContinuousClock.now
         var status = 200
         while status == 200 && ContinuousClock.now - revokedAt < .seconds(3) {
@@ -121,75 +121,80 @@ import TollgateTestSupport
         #expect(status == 401)
         #expect(ContinuousClock.now - revokedAt < .seconds(1))
         #expect(!server.stderr.contains(key), "logs never hold a secret")
+        #expect(await server.stop() == 0)
     }
 
     @Test func demoKeysAreCreatedOnceAndWork() async throws {
-        let server = try ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
+        let server = try await ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
         #expect(server.stdout.contains("demo1000"))
         #expect(server.stdout.contains("curl"))
         for _ in 0..<5 { #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", "demo5")]).status == 200) }
         #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429)
-        #expect(server.stop() == 0)
-        let again = try ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
+        #expect(await server.stop() == 0)
+        let again = try await ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
         #expect(
             try await httpRequest(port: again.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429, "usage survives restarts")
-        again.stop()
-        let keys = try #require(try tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
+        await again.stop()
+        let keys = try #require(try await tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
         #expect(keys.count == 4)
     }
 
-    @Test func aSecondServerOnTheSameFileIsRefused() throws {
-        let server = try ServerProcess(arguments: ["--store", store], directory: directory)
-        defer { server.stop() }
-        let second = try tollgate(["serve", "--port", "0", "--admin-port", "0", "--store", store])
+    @Test func aSecondServerOnTheSameFileIsRefused() async throws {
+        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+        let second = try await tollgate(["serve", "--port", "0", "--admin-port", "0", "--store", store])
         #expect(second.status != 0)
         #expect(second.stderr.contains("another 'tollgate serve'"))
+        await server.stop()
     }
 
     /// SIGTERM drains: every `200` a client saw is counted, and the process exits 0.
     @Test func gracefulShutdownCountsEveryAnswer() async throws {
-        let (id, key) = try createKey(["--scope", "*", "--limit", "1000000/total"])
-        let server = try ServerProcess(arguments: ["--store", store], directory: directory)
+        let (id, key) = try await createKey(["--scope", "*", "--limit", "1000000/total"])
+        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
         let ok = try await load(port: server.port, key: key, clients: 8, requests: 50)
-        #expect(server.stop(signal: SIGTERM) == 0)
-        #expect(try used(id) == ok)
+        #expect(await server.stop(signal: SIGTERM) == 0)
+        #expect(try await used(id) == ok)
     }
 
     /// `kill -9` at any moment loses no admitted use: used >= the `200`s clients received.
     @Test func killMinusNineLosesNoAdmittedUse() async throws {
-        let (id, key) = try createKey(["--scope", "*", "--limit", "1000000/total"])
-        let server = try ServerProcess(arguments: ["--store", store], directory: directory)
+        let (id, key) = try await createKey(["--scope", "*", "--limit", "1000000/total"])
+        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
         let port = server.port
-        let received = try await withThrowingTaskGroup(of: Int.self) { group in
+        let received = Counter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<16 {
                 group.addTask {
-                    var ok = 0
-                    do {
-                        try await TestHTTPConnection.with(port: port) { connection in
-                            while true {
-                                if try await connection.send(.GET, "/api1", headers: [("token", key)]).status == 200 { ok += 1 }
+                    try? await TestHTTPConnection.with(port: port) { connection in
+                        while true {
+                            if try await connection.send(.GET, "/api1", headers: [("token", key)]).status == 200 {
+                                received.value.add(1, ordering: .relaxed)
                             }
                         }
-                    } catch {}
-                    return ok
+                    }
                 }
             }
-            try await Task.sleep(for: .milliseconds(700))
-            server.stop(signal: SIGKILL)
-            return try await group.reduce(0, +)
+            // Kill mid-load: once the load is well under way, whatever the machine's pace.
+            let deadline = ContinuousClock.now + .seconds(20)
+            while received.value.load(ordering: .relaxed) < 500 && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            await server.stop(signal: SIGKILL)
+            try await group.waitForAll()
         }
-        #expect(received > 0)
-        let persisted = try used(id)
-        #expect(persisted >= received, "used \(persisted) < \(received) answered 200")
+        let answered = received.value.load(ordering: .relaxed)
+        #expect(answered >= 500)
+        let persisted = try await used(id)
+        #expect(persisted >= answered, "used \(persisted) < \(answered) answered 200")
         // A restarted server carries on from what was persisted.
-        let restarted = try ServerProcess(arguments: ["--store", store], directory: directory)
+        let restarted = try await ServerProcess(arguments: ["--store", store], directory: directory)
         #expect(try await httpRequest(port: restarted.port, .GET, "/api1", headers: [("token", key)]).status == 200)
-        restarted.stop()
-        #expect(try used(id) == persisted + 1)
+        await restarted.stop()
+        #expect(try await used(id) == persisted + 1)
     }
 
-    func used(_ id: String) throws -> Int {
-        let usage = try #require(try tollgate(["usage", id, "--json", "--store", store]).json() as? [String: Any])
+    func used(_ id: String) async throws -> Int {
+        let usage = try #require(try await tollgate(["usage", id, "--json", "--store", store]).json() as? [String: Any])
         let limits = try #require(usage["limits"] as? [[String: Any]])
         return try #require(limits.first?["used"] as? Int)
     }
@@ -210,4 +215,9 @@ import TollgateTestSupport
             return try await group.reduce(0, +)
         }
     }
+}
+
+/// A count that many client tasks bump.
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
 }

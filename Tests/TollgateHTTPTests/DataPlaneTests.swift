@@ -181,7 +181,9 @@ func get(_ port: Int, _ target: String, key: String? = nil, header: String = "to
                             var seen: [(String, Int)] = []
                             for attempt in 0..<4 {
                                 let api = (client + attempt).isMultiple(of: 2) ? "api1" : "api2"
-                                seen.append((api, try await connection.send(.GET, "/\(api)", headers: [("token", "raced")]).status))
+                                let response = try await connection.send(.GET, "/\(api)", headers: [("token", "raced")])
+                                if response.status == 200 { #expect(response.body == api.uppercased()) }
+                                seen.append((api, response.status))
                             }
                             return seen
                         }

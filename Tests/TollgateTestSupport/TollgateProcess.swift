@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -16,64 +17,97 @@ public struct CommandResult: Sendable {
     }
 }
 
+/// A child process whose exit can be awaited without blocking a thread of the cooperative
+/// pool (tests run in parallel on two cores; a blocked thread stalls every other test).
+final class AwaitableProcess: Sendable {
+    let process: Process
+    private let exited: AsyncStream<Int32>
+    private let status = Mutex<Int32?>(nil)
+
+    init(_ configure: (Process) throws -> Void) throws {
+        let process = Process()
+        let (stream, continuation) = AsyncStream<Int32>.makeStream()
+        process.terminationHandler = { process in
+            continuation.yield(process.terminationStatus)
+            continuation.finish()
+        }
+        try configure(process)
+        try process.run()
+        self.process = process
+        self.exited = stream
+    }
+
+    func exitStatus() async -> Int32 {
+        if let status = status.withLock({ $0 }) { return status }
+        for await code in exited {
+            status.withLock { $0 = code }
+            return code
+        }
+        return status.withLock { $0 } ?? -1
+    }
+}
+
 /// Runs the built binary with `arguments` and waits for it.
-public func tollgate(_ arguments: [String], stdin: String? = nil) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: TestPaths.binary)
-    process.arguments = arguments
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    let input = Pipe()
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try input.fileHandleForWriting.close()
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
+public func tollgate(_ arguments: [String], stdin: String? = nil) async throws -> CommandResult {
+    let directory = try TestPaths.temporaryDirectory()
+    let out = directory.appendingPathComponent("stdout")
+    let err = directory.appendingPathComponent("stderr")
+    let input = directory.appendingPathComponent("stdin")
+    try Data((stdin ?? "").utf8).write(to: input)
+    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+    let child = try AwaitableProcess { process in
+        process.executableURL = URL(fileURLWithPath: TestPaths.binary)
+        process.arguments = arguments
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        process.standardInput = try FileHandle(forReadingFrom: input)
+    }
+    let status = await child.exitStatus()
     return CommandResult(
-        status: process.terminationStatus,
-        stdout: String(decoding: stdout, as: UTF8.self),
-        stderr: String(decoding: stderr, as: UTF8.self)
+        status: status,
+        stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
+        stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? ""
     )
 }
 
 /// A running `tollgate serve`, its output going to files so that nothing blocks on a pipe.
-public final class ServerProcess: @unchecked Sendable {
-    public let process = Process()
+public final class ServerProcess: Sendable {
+    let child: AwaitableProcess
     public let port: Int
     public let adminPort: Int
     let stdoutURL: URL
     let stderrURL: URL
 
     /// Starts `tollgate serve` on free ports and waits until both listeners are bound.
-    public init(arguments: [String], directory: URL) throws {
-        stdoutURL = directory.appendingPathComponent("serve-\(UUID().uuidString).out")
-        stderrURL = directory.appendingPathComponent("serve-\(UUID().uuidString).err")
+    public init(arguments: [String], directory: URL) async throws {
+        let stdoutURL = directory.appendingPathComponent("serve-\(UUID().uuidString).out")
+        let stderrURL = directory.appendingPathComponent("serve-\(UUID().uuidString).err")
         _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
         _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
-        process.executableURL = URL(fileURLWithPath: TestPaths.binary)
-        process.arguments = ["serve", "--port", "0", "--admin-port", "0"] + arguments
-        process.currentDirectoryURL = directory
-        process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
-        process.standardError = try FileHandle(forWritingTo: stderrURL)
-        try process.run()
-        let deadline = Date().addingTimeInterval(30)
+        self.stdoutURL = stdoutURL
+        self.stderrURL = stderrURL
+        child = try AwaitableProcess { process in
+            process.executableURL = URL(fileURLWithPath: TestPaths.binary)
+            process.arguments = ["serve", "--port", "0", "--admin-port", "0"] + arguments
+            process.currentDirectoryURL = directory
+            process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
+            process.standardError = try FileHandle(forWritingTo: stderrURL)
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
         var ports: (Int, Int)?
-        while ports == nil && Date() < deadline && process.isRunning {
+        while ports == nil && ContinuousClock.now < deadline && child.process.isRunning {
             let text = (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? ""
             if let data = Self.port(after: "Data plane: http://", in: text),
                 let admin = Self.port(after: "Control plane: http://", in: text)
             {
                 ports = (data, admin)
             } else {
-                usleep(20_000)
+                try await Task.sleep(for: .milliseconds(20))
             }
         }
         guard let ports else {
-            process.terminate()
+            if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
             throw ServerProcessError.didNotStart(stderr: (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? "")
         }
         (port, adminPort) = ports
@@ -90,14 +124,13 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// Sends `signal` and waits for the process to exit; returns its status.
     @discardableResult
-    public func stop(signal: Int32 = SIGTERM) -> Int32 {
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        process.waitUntilExit()
-        return process.terminationStatus
+    public func stop(signal: Int32 = SIGTERM) async -> Int32 {
+        if child.process.isRunning { kill(child.process.processIdentifier, signal) }
+        return await child.exitStatus()
     }
 
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
     }
 }
 
