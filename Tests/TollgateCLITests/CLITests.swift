@@ -106,22 +106,24 @@ import TollgateTestSupport
     }
 
     @Test func aRunningServerTakesNewKeysAtOnceAndRevocationsWithinASecond() async throws {
-        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
-        let (id, key) = try await createKey(["--scope", "*"])
-        let first = try await httpRequest(port: server.port, .GET, "/api1", headers: [("Authorization", "Bearer \(key)")])
-        #expect(first.status == 200)
+        try await LoadLock.exclusively {
+            let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+            let (id, key) = try await createKey(["--scope", "*"])
+            let first = try await httpRequest(port: server.port, .GET, "/api1", headers: [("Authorization", "Bearer \(key)")])
+            #expect(first.status == 200)
 
-        #expect(try await tollgate(["keys", "revoke", id, "--store", store]).status == 0)
-        let revokedAt = ContinuousClock.now
-        var status = 200
-        while status == 200 && ContinuousClock.now - revokedAt < .seconds(3) {
-            status = try await httpRequest(port: server.port, .GET, "/api1", headers: [("X-API-Key", key)]).status
-            if status == 200 { try await Task.sleep(for: .milliseconds(25)) }
+            #expect(try await tollgate(["keys", "revoke", id, "--store", store]).status == 0)
+            let revokedAt = ContinuousClock.now
+            var status = 200
+            while status == 200 && ContinuousClock.now - revokedAt < .seconds(3) {
+                status = try await httpRequest(port: server.port, .GET, "/api1", headers: [("X-API-Key", key)]).status
+                if status == 200 { try await Task.sleep(for: .milliseconds(25)) }
+            }
+            #expect(status == 401)
+            #expect(ContinuousClock.now - revokedAt < .seconds(1))
+            #expect(!server.stderr.contains(key), "logs never hold a secret")
+            #expect(await server.stop() == 0)
         }
-        #expect(status == 401)
-        #expect(ContinuousClock.now - revokedAt < .seconds(1))
-        #expect(!server.stderr.contains(key), "logs never hold a secret")
-        #expect(await server.stop() == 0)
     }
 
     @Test func demoKeysAreCreatedOnceAndWork() async throws {
@@ -149,48 +151,52 @@ import TollgateTestSupport
 
     /// SIGTERM drains: every `200` a client saw is counted, and the process exits 0.
     @Test func gracefulShutdownCountsEveryAnswer() async throws {
-        let (id, key) = try await createKey(["--scope", "*", "--limit", "1000000/total"])
-        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
-        let ok = try await load(port: server.port, key: key, clients: 8, requests: 50)
-        #expect(await server.stop(signal: SIGTERM) == 0)
-        #expect(try await used(id) == ok)
+        try await LoadLock.exclusively {
+            let (id, key) = try await createKey(["--scope", "*", "--limit", "1000000/total"])
+            let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+            let ok = try await load(port: server.port, key: key, clients: 8, requests: 50)
+            #expect(await server.stop(signal: SIGTERM) == 0)
+            #expect(try await used(id) == ok)
+        }
     }
 
     /// `kill -9` at any moment loses no admitted use: used >= the `200`s clients received.
     @Test func killMinusNineLosesNoAdmittedUse() async throws {
-        let (id, key) = try await createKey(["--scope", "*", "--limit", "1000000/total"])
-        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
-        let port = server.port
-        let received = Counter()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<16 {
-                group.addTask {
-                    try? await TestHTTPConnection.with(port: port) { connection in
-                        while true {
-                            if try await connection.send(.GET, "/api1", headers: [("token", key)]).status == 200 {
-                                received.value.add(1, ordering: .relaxed)
+        try await LoadLock.exclusively {
+            let (id, key) = try await createKey(["--scope", "*", "--limit", "1000000/total"])
+            let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+            let port = server.port
+            let received = Counter()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<16 {
+                    group.addTask {
+                        try? await TestHTTPConnection.with(port: port) { connection in
+                            while true {
+                                if try await connection.send(.GET, "/api1", headers: [("token", key)]).status == 200 {
+                                    received.value.add(1, ordering: .relaxed)
+                                }
                             }
                         }
                     }
                 }
+                // Kill mid-load: once the load is well under way, whatever the machine's pace.
+                let deadline = ContinuousClock.now + .seconds(20)
+                while received.value.load(ordering: .relaxed) < 500 && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                await server.stop(signal: SIGKILL)
+                try await group.waitForAll()
             }
-            // Kill mid-load: once the load is well under way, whatever the machine's pace.
-            let deadline = ContinuousClock.now + .seconds(20)
-            while received.value.load(ordering: .relaxed) < 500 && ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            await server.stop(signal: SIGKILL)
-            try await group.waitForAll()
+            let answered = received.value.load(ordering: .relaxed)
+            #expect(answered >= 500)
+            let persisted = try await used(id)
+            #expect(persisted >= answered, "used \(persisted) < \(answered) answered 200")
+            // A restarted server carries on from what was persisted.
+            let restarted = try await ServerProcess(arguments: ["--store", store], directory: directory)
+            #expect(try await httpRequest(port: restarted.port, .GET, "/api1", headers: [("token", key)]).status == 200)
+            await restarted.stop()
+            #expect(try await used(id) == persisted + 1)
         }
-        let answered = received.value.load(ordering: .relaxed)
-        #expect(answered >= 500)
-        let persisted = try await used(id)
-        #expect(persisted >= answered, "used \(persisted) < \(answered) answered 200")
-        // A restarted server carries on from what was persisted.
-        let restarted = try await ServerProcess(arguments: ["--store", store], directory: directory)
-        #expect(try await httpRequest(port: restarted.port, .GET, "/api1", headers: [("token", key)]).status == 200)
-        await restarted.stop()
-        #expect(try await used(id) == persisted + 1)
     }
 
     func used(_ id: String) async throws -> Int {

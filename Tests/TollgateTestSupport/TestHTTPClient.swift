@@ -107,10 +107,10 @@ public func rawExchange(port: Int, _ request: String, timeout: TimeAmount = .sec
     defer { timer.cancel() }
     return try await channel.executeThenClose { inbound, outbound in
         try await outbound.write(ByteBuffer(string: request))
-        var received = ""
+        var received = ByteBuffer()
         do {
-            for try await chunk in inbound { received += String(buffer: chunk) }
+            for try await var chunk in inbound { received.writeBuffer(&chunk) }
         } catch {}
-        return received
+        return String(buffer: received)
     }
 }
