@@ -83,8 +83,10 @@ public struct UsageCounter: Sendable, Hashable, Codable {
         self.used = used
     }
 
+    /// The count in `window`: zero once the window has passed. A counter from a later
+    /// window (the clock stepped back) still counts, so a step back never resets a quota.
     public func used(in window: QuotaWindow) -> Int64 {
-        windowStart == window.start ? used : 0
+        windowStart >= window.start ? used : 0
     }
 }
 

@@ -10,9 +10,13 @@ final class KeyState {
     var counters: [UsageCounter]
     var apis: [String: APIUsage]
     var isDirty = false
+    /// The store's version of the record held (SQLite's change `seq`), so that a late,
+    /// older copy never replaces a newer one.
+    var version: Int64
 
-    init(key: APIKey, counters: [String: UsageCounter], apis: [String: APIUsage]) {
+    init(key: APIKey, version: Int64, counters: [String: UsageCounter], apis: [String: APIUsage]) {
         self.key = key
+        self.version = version
         self.apis = apis
         self.policyNames = []
         self.counterOfLimit = []
@@ -104,7 +108,9 @@ final class KeyState {
                 taken |= 1 << UInt64(slot)
                 let window = limit.period.window(containing: request.now)
                 let used = counters[slot].used(in: window)
-                counters[slot] = UsageCounter(windowStart: window.start, used: used + 1)
+                // Never move a window backwards: after a clock step back, the later window
+                // keeps counting rather than starting afresh.
+                counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, window.start), used: used + 1)
             }
         }
         // Remaining counts after this request took its unit.

@@ -25,9 +25,9 @@ public struct MemoryKeyStore: KeyStore {
 
     public func createKey(_ key: APIKey) async throws(TollgateError) {
         if ledger.snapshot(ofDigest: key.digest) != nil || ledger.snapshot(of: key.id) != nil {
-            throw TollgateError(.keyExists, "a key with that secret or id exists already")
+            throw TollgateError(.keyExists, "a key with that secret or id exists already: leave out --key to generate a new secret")
         }
-        ledger.load(key, counters: [:], apis: [:])
+        ledger.load(key, version: 0, counters: [:], apis: [:])
     }
 
     public func key(id: KeyID) async throws(TollgateError) -> APIKey? {
@@ -44,7 +44,7 @@ public struct MemoryKeyStore: KeyStore {
 
     public func updateKey(_ key: APIKey) async throws(TollgateError) {
         // The ledger finds keys by digest; an update names its key by id.
-        guard let held = ledger.snapshot(of: key.id), held.key.digest == key.digest, ledger.refresh(key) else {
+        guard let held = ledger.snapshot(of: key.id), held.key.digest == key.digest, ledger.refresh(key, version: nil) else {
             throw TollgateError(.keyNotFound, "no key has id \(key.id)")
         }
     }

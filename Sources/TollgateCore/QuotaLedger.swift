@@ -95,29 +95,39 @@ public final class QuotaLedger: Sendable {
 
     // MARK: Keys
 
-    /// Holds a key loaded from the store, unless the ledger holds it already (then its
-    /// in-memory counts are the newer ones and are kept).
-    public func load(_ key: APIKey, counters: [String: UsageCounter], apis: [String: APIUsage]) {
+    /// Holds a key loaded from the store at `version`, unless the ledger holds it already
+    /// (then its in-memory counts are the newer ones and are kept).
+    public func load(_ key: APIKey, version: Int64, counters: [String: UsageCounter], apis: [String: APIUsage]) {
         state.withLock { state in
             state.unknown[key.digest] = nil
             guard state.byDigest[key.digest] == nil else { return }
-            let keyState = KeyState(key: key, counters: counters, apis: apis)
+            let keyState = KeyState(key: key, version: version, counters: counters, apis: apis)
             state.byDigest[key.digest] = keyState
             state.byID[key.id] = keyState
         }
     }
 
-    /// Takes a changed record (revoked, updated) if the key is held; a new key's digest
-    /// is forgotten as unknown so that it works at once.
-    /// - Returns: whether the ledger held the key.
+    /// Takes a changed record (revoked, updated) if the key is held under that id and the
+    /// record is newer than the one held; `version` `nil` always applies (a store with one
+    /// copy of each key).
+    /// - Returns: whether the ledger holds the key.
     @discardableResult
-    public func refresh(_ key: APIKey) -> Bool {
+    public func refresh(_ key: APIKey, version: Int64?) -> Bool {
         state.withLock { state in
             state.unknown[key.digest] = nil
-            guard let keyState = state.byDigest[key.digest] else { return false }
+            guard let keyState = state.byDigest[key.digest], keyState.key.id == key.id else { return false }
+            if let version {
+                guard version > keyState.version else { return true }
+                keyState.version = version
+            }
             keyState.replace(key: key)
             return true
         }
+    }
+
+    /// Forgets that a digest was unknown: a key with it was just created.
+    public func forgetUnknown(_ digest: KeyDigest) {
+        state.withLock { state in state.unknown[digest] = nil }
     }
 
     /// The held record and usage of a key, for stores whose ledger is their only copy.

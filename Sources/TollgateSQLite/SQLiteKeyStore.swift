@@ -35,6 +35,9 @@ public final class SQLiteKeyStore: KeyStore {
     let ledger = QuotaLedger(configuration: .init(isPersistent: true))
     private let writer = DispatchQueue(label: "tollgate.sqlite.group-commit")
     private let logger: Logger
+    /// The last change `seq` when the store opened: the change feed starts there, so no
+    /// change made while the server starts up is missed.
+    private let changeFeedStart: Int64
 
     /// Opens (and creates or migrates) the store at `configuration.path`.
     public init(configuration: Configuration, logger: Logger = Logger(label: "tollgate.sqlite")) throws(TollgateError) {
@@ -49,6 +52,7 @@ public final class SQLiteKeyStore: KeyStore {
         do {
             pool = try DatabasePool(path: configuration.path, configuration: config)
             try SQLiteSchema.migrator.migrate(pool)
+            changeFeedStart = try pool.read { db in try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0 }
         } catch {
             throw TollgateError(
                 .storeUnavailable,
@@ -62,7 +66,7 @@ public final class SQLiteKeyStore: KeyStore {
     /// Follows key changes made by other processes until graceful shutdown, then waits for
     /// the last group commit.
     public func run() async throws {
-        var lastSeq = try await read { db in try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0 }
+        var lastSeq = changeFeedStart
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
                 try await Task.sleep(for: configuration.changePollInterval)
@@ -76,7 +80,7 @@ public final class SQLiteKeyStore: KeyStore {
                         .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
                 }
                 for (key, seq) in changed {
-                    ledger.refresh(key)
+                    ledger.refresh(key, version: seq)
                     lastSeq = seq
                 }
                 // Refusals are counted in memory without a commit of their own; persist them.
@@ -116,20 +120,34 @@ public final class SQLiteKeyStore: KeyStore {
 
     /// Loads a key the ledger does not hold (new, or not used since start-up), off the
     /// event loop, then decides again.
+    ///
+    /// A change committed between the read and the load may have reached the change feed
+    /// while the ledger did not hold the key, and been passed over; so once the key is held,
+    /// its record is read once more and any newer version taken.
     private func lookUp(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
         pool.asyncRead { [self] result in
             do {
-                let db = try result.get()
-                guard let loaded = try Self.load(digest: request.digest, db) else {
+                guard let loaded = try Self.load(digest: request.digest, try result.get()) else {
                     ledger.rememberUnknown(request.digest, now: request.now)
                     promise.succeed(.invalidKey)
                     return
                 }
-                ledger.load(loaded.key, counters: loaded.counters, apis: loaded.apis)
-                admit(request, promise: promise, lookUpUnknown: false)
+                ledger.load(loaded.key, version: loaded.version, counters: loaded.counters, apis: loaded.apis)
             } catch {
                 logger.error("cannot look up a key", metadata: ["error": "\(Self.describe(error))"])
                 promise.succeed(.storeUnavailable)
+                return
+            }
+            pool.asyncRead { [self] result in
+                do {
+                    if let (key, version) = try Self.record(digest: request.digest, try result.get()) {
+                        ledger.refresh(key, version: version)
+                    }
+                    admit(request, promise: promise, lookUpUnknown: false)
+                } catch {
+                    logger.error("cannot look up a key", metadata: ["error": "\(Self.describe(error))"])
+                    promise.succeed(.storeUnavailable)
+                }
             }
         }
     }
@@ -191,7 +209,9 @@ public final class SQLiteKeyStore: KeyStore {
 
     public func createKey(_ key: APIKey) async throws(TollgateError) {
         let inserted = try await importKeys([key])
-        if inserted == 0 { throw TollgateError(.keyExists, "a key with that secret or id exists already") }
+        if inserted == 0 {
+            throw TollgateError(.keyExists, "a key with that secret or id exists already: leave out --key to generate a new secret")
+        }
     }
 
     /// Inserts keys in large transactions, skipping any whose id or digest is taken.
@@ -199,19 +219,22 @@ public final class SQLiteKeyStore: KeyStore {
     public func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int {
         var inserted = 0
         for chunk in stride(from: 0, to: keys.count, by: 10_000).map({ keys[$0..<min($0 + 10_000, keys.count)] }) {
-            inserted += try await write { db in
+            let insertedDigests = try await write { db in
                 let statement = try db.cachedStatement(
                     sql: "INSERT OR IGNORE INTO keys (\(SQLiteSchema.keyColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq))"
                 )
-                var count = 0
+                var digests: [KeyDigest] = []
                 for key in chunk {
                     try statement.execute(arguments: SQLiteSchema.arguments(for: key))
-                    count += db.changesCount
+                    if db.changesCount == 1 { digests.append(key.digest) }
                 }
-                return count
+                return digests
             }
+            // A secret tried before its key existed is remembered as unknown: forget it, so
+            // the new key works at once. Skipped keys leave the held records alone.
+            for digest in insertedDigests { ledger.forgetUnknown(digest) }
+            inserted += insertedDigests.count
         }
-        for key in keys { ledger.refresh(key) }
         return inserted
     }
 
@@ -223,13 +246,7 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     public func key(digest: KeyDigest) async throws(TollgateError) -> APIKey? {
-        try await read { db in
-            try Row.fetchOne(
-                db,
-                sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?",
-                arguments: [Data(digest.bytes)]
-            ).map(SQLiteSchema.decodeKey)
-        }
+        try await read { db in try Self.record(digest: digest, db)?.0 }
     }
 
     public func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey] {
@@ -243,7 +260,7 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     public func updateKey(_ key: APIKey) async throws(TollgateError) {
-        let updated = try await write { db in
+        let version = try await write { db -> Int64? in
             try db.execute(
                 sql: """
                     UPDATE keys SET name = ?, scopes = ?, limits = ?, expires_at = ?, revoked_at = ?, seq = \(SQLiteSchema.nextSeq)
@@ -255,10 +272,11 @@ public final class SQLiteKeyStore: KeyStore {
                     key.revokedAt?.millisecondsSinceEpoch, key.id.rawValue,
                 ]
             )
-            return db.changesCount
+            guard db.changesCount == 1 else { return nil }
+            return try Int64.fetchOne(db, sql: "SELECT seq FROM keys WHERE id = ?", arguments: [key.id.rawValue])
         }
-        guard updated == 1 else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
-        ledger.refresh(key)
+        guard let version else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        ledger.refresh(key, version: version)
     }
 
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
@@ -270,21 +288,24 @@ public final class SQLiteKeyStore: KeyStore {
 
     struct LoadedKey {
         var key: APIKey
+        var version: Int64
         var counters: [String: UsageCounter]
         var apis: [String: APIUsage]
     }
 
     static func load(digest: KeyDigest, _ db: Database) throws -> LoadedKey? {
-        guard
-            let row = try Row.fetchOne(
-                db,
-                sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?",
-                arguments: [Data(digest.bytes)]
-            )
-        else { return nil }
-        let key = try SQLiteSchema.decodeKey(row)
+        guard let (key, version) = try record(digest: digest, db) else { return nil }
         let usage = try loadUsage(keyID: key.id, db)
-        return LoadedKey(key: key, counters: usage.counters, apis: usage.apis)
+        return LoadedKey(key: key, version: version, counters: usage.counters, apis: usage.apis)
+    }
+
+    /// A key's record and its change `seq`.
+    static func record(digest: KeyDigest, _ db: Database) throws -> (APIKey, Int64)? {
+        try Row.fetchOne(
+            db,
+            sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?",
+            arguments: [Data(digest.bytes)]
+        ).map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
     }
 
     static func loadUsage(keyID: KeyID, _ db: Database) throws -> UsageSnapshot {

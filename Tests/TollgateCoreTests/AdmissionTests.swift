@@ -16,7 +16,7 @@ import TollgateCore
             expiresAt: expiresAt
         )
         let key = try KeyIssuer.issue(draft, secret: secret, now: start).key
-        ledger.load(key, counters: [:], apis: [:])
+        ledger.load(key, version: 0, counters: [:], apis: [:])
         return key
     }
 
@@ -95,6 +95,30 @@ import TollgateCore
         #expect(decide("k", at: minuteStart.adding(seconds: 60)).outcome == .admitted)
     }
 
+    @Test func aClockSteppingBackDoesNotResetAQuota() throws {
+        _ = try key("k", limits: ["1/minute"])
+        let minuteStart = Timestamp(secondsSinceEpoch: (start.secondsSinceEpoch / 60) * 60)
+        #expect(decide("k", at: minuteStart.adding(seconds: 61)).outcome == .admitted)
+        // NTP steps the clock back into the previous minute, then forward again.
+        #expect(decide("k", at: minuteStart.adding(seconds: 59)).outcome == .quotaExceeded)
+        #expect(decide("k", at: minuteStart.adding(seconds: 62)).outcome == .quotaExceeded)
+        #expect(decide("k", at: minuteStart.adding(seconds: 120)).outcome == .admitted)
+    }
+
+    @Test func olderRecordsNeverReplaceNewerOnesAndIDsMustMatch() throws {
+        var key = try key("k")
+        key.revokedAt = start
+        #expect(ledger.refresh(key, version: 5))
+        key.revokedAt = nil
+        ledger.refresh(key, version: 3)  // a late copy from before the revocation
+        #expect(decide("k").outcome == .keyRevoked)
+        var impostor = key
+        impostor.id = KeyID(rawValue: "key_other")
+        impostor.revokedAt = nil
+        #expect(!ledger.refresh(impostor, version: 9))
+        #expect(decide("k").outcome == .keyRevoked)
+    }
+
     @Test func scopeRevocationAndExpiryRefuseWithTheirReason() throws {
         var key = try key("k", scopes: ["api1"], limits: ["10/day"], expiresAt: start.adding(seconds: 60))
         let outOfScope = decide("k", "api2")
@@ -102,7 +126,7 @@ import TollgateCore
         #expect(outOfScope.keyID == key.id)
         #expect(decide("k", "api1", at: start.adding(seconds: 60)).outcome == .keyExpired)
         key.revokedAt = start
-        ledger.refresh(key)
+        ledger.refresh(key, version: nil)
         #expect(decide("k", "api1").outcome == .keyRevoked)
         #expect(try #require(ledger.snapshot(of: key.id)).usage.counters["day"]?.used == 0)
     }
@@ -128,7 +152,7 @@ import TollgateCore
         #expect(decide("k").outcome == .admitted)
         #expect(decide("k").outcome == .quotaExceeded)
         key.limits = [try LimitSpec(parsing: "3/day")]
-        ledger.refresh(key)
+        ledger.refresh(key, version: nil)
         #expect(decide("k").outcome == .admitted)
         #expect(decide("k").outcome == .quotaExceeded)
     }
@@ -136,7 +160,7 @@ import TollgateCore
     @Test func aPersistentLedgerHoldsAdmittedAnswersUntilTheirBatchCommits() throws {
         let ledger = QuotaLedger(configuration: .init(isPersistent: true))
         let key = try KeyIssuer.issue(KeyDraft(scopes: [.all], limits: [LimitSpec(quota: 10, period: .total)]), secret: "k", now: start).key
-        ledger.load(key, counters: [:], apis: [:])
+        ledger.load(key, version: 0, counters: [:], apis: [:])
         let request = AdmissionRequest(digest: key.digest, api: "api1", path: "api1", now: start)
         let first = loop.makePromise(of: AdmissionDecision.self)
         let second = loop.makePromise(of: AdmissionDecision.self)

@@ -48,12 +48,30 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     func aTakenSecretOrIDIsRefused(kind: StoreKind) async throws {
         let store = try kind.make()
         let (key, _) = try await makeKey(in: store, secret: "same")
-        await #expect(throws: TollgateError(.keyExists, "a key with that secret or id exists already")) {
+        await #expect {
             try await makeKey(in: store, secret: "same")
+        } throws: { error in
+            (error as? TollgateError)?.code == .keyExists
         }
         var sameID = try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "different", now: SystemWallClock().now).key
         sameID.id = key.id
         await #expect(throws: TollgateError.self) { try await store.createKey(sameID) }
+    }
+
+    /// Creating a key whose secret is taken must leave the key in use exactly as it was.
+    @Test(arguments: StoreKind.allCases)
+    func aRefusedCreateLeavesTheKeyInUseAlone(kind: StoreKind) async throws {
+        let store = try kind.make()
+        let original = try await makeKey(in: store, limits: ["2/total"], secret: "held").key
+        #expect(try await admit(store, secret: "held").outcome == .admitted)
+        await #expect(throws: TollgateError.self) {
+            try await makeKey(in: store, scopes: ["api2"], limits: ["100/total"], secret: "held")
+        }
+        let decision = try await admit(store, secret: "held")
+        #expect(decision.outcome == .admitted)
+        #expect(decision.keyID == original.id)
+        #expect(try await admit(store, secret: "held").outcome == .quotaExceeded)
+        #expect(try await store.usage(id: original.id)?.counters["total"]?.used == 2)
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -138,29 +156,31 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     /// However many clients race on one key, exactly the quota is admitted.
     @Test(arguments: StoreKind.allCases)
     func racingClientsGetExactlyTheQuota(kind: StoreKind) async throws {
-        let store = try kind.make()
-        try await makeKey(in: store, limits: ["api1:150/day", "200/total"], secret: "raced")
-        let admitted = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
-            for client in 0..<64 {
-                group.addTask {
-                    var api1 = 0
-                    var api2 = 0
-                    for attempt in 0..<8 {
-                        let path = (client + attempt).isMultiple(of: 2) ? "api1" : "api2"
-                        if try await admit(store, secret: "raced", path: path).outcome == .admitted {
-                            if path == "api1" { api1 += 1 } else { api2 += 1 }
+        try await LoadLock.exclusively {
+            let store = try kind.make()
+            try await makeKey(in: store, limits: ["api1:150/day", "200/total"], secret: "raced")
+            let admitted = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+                for client in 0..<64 {
+                    group.addTask {
+                        var api1 = 0
+                        var api2 = 0
+                        for attempt in 0..<8 {
+                            let path = (client + attempt).isMultiple(of: 2) ? "api1" : "api2"
+                            if try await admit(store, secret: "raced", path: path).outcome == .admitted {
+                                if path == "api1" { api1 += 1 } else { api2 += 1 }
+                            }
                         }
+                        return (api1, api2)
                     }
-                    return (api1, api2)
                 }
+                return try await group.reduce((0, 0)) { ($0.0 + $1.0, $0.1 + $1.1) }
             }
-            return try await group.reduce((0, 0)) { ($0.0 + $1.0, $0.1 + $1.1) }
+            // 512 tries, half on api1: api1 stops at 150 of its 256, api2 takes all 256... but
+            // the key-wide 200 caps the sum.
+            #expect(admitted.0 + admitted.1 == 200)
+            #expect(admitted.0 <= 150)
+            #expect(try await admit(store, secret: "raced", path: "api2").outcome == .quotaExceeded)
         }
-        // 512 tries, half on api1: api1 stops at 150 of its 256, api2 takes all 256... but
-        // the key-wide 200 caps the sum.
-        #expect(admitted.0 + admitted.1 == 200)
-        #expect(admitted.0 <= 150)
-        #expect(try await admit(store, secret: "raced", path: "api2").outcome == .quotaExceeded)
     }
 }
 
@@ -184,28 +204,33 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     }
 
     @Test func keysMadeByAnotherProcessWorkAtOnceAndRevocationsArriveWithinASecond() async throws {
-        let path = try path()
-        let server = try SQLiteKeyStore(configuration: .init(path: path))
-        let cli = try SQLiteKeyStore(configuration: .init(path: path))
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.run() }
-            #expect(try await admit(server, secret: "new").outcome == .invalidKey)
-            let key = try await makeKey(in: cli, secret: "new").key
-            // The server remembered the digest as unknown; the change feed forgets it.
-            let deadline = ContinuousClock.now + .seconds(1)
-            var outcome = try await admit(server, secret: "new").outcome
-            while outcome != .admitted && ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(20))
-                outcome = try await admit(server, secret: "new").outcome
-            }
-            #expect(outcome == .admitted)
-            let revokedAt = ContinuousClock.now
-            _ = try await cli.revokeKey(id: key.id, at: SystemWallClock().now)
-            while try await admit(server, secret: "new").outcome != .keyRevoked {
+        try await LoadLock.exclusively {
+            let path = try path()
+            let server = try SQLiteKeyStore(configuration: .init(path: path))
+            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                #expect(try await admit(server, secret: "new").outcome == .invalidKey)
+                let key = try await makeKey(in: cli, secret: "new").key
+                // The server remembered the digest as unknown; the change feed forgets it.
+                let deadline = ContinuousClock.now + .seconds(1)
+                var outcome = try await admit(server, secret: "new").outcome
+                while outcome != .admitted && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                    outcome = try await admit(server, secret: "new").outcome
+                }
+                #expect(outcome == .admitted)
+                let revokedAt = ContinuousClock.now
+                _ = try await cli.revokeKey(id: key.id, at: SystemWallClock().now)
+                var revokedOutcome = try await admit(server, secret: "new").outcome
+                while revokedOutcome != .keyRevoked && ContinuousClock.now - revokedAt < .seconds(3) {
+                    try await Task.sleep(for: .milliseconds(20))
+                    revokedOutcome = try await admit(server, secret: "new").outcome
+                }
+                #expect(revokedOutcome == .keyRevoked)
                 #expect(ContinuousClock.now - revokedAt < .seconds(1))
-                try await Task.sleep(for: .milliseconds(20))
+                group.cancelAll()
             }
-            group.cancelAll()
         }
     }
 
