@@ -1,3 +1,4 @@
+import Foundation
 import TollgateCore
 
 #if canImport(Glibc)
@@ -18,7 +19,8 @@ public struct ServeLock: ~Copyable, Sendable {
 
     /// Takes the lock beside `storePath`, or fails naming the remedy.
     public init(storePath: String) throws(TollgateError) {
-        let path = storePath + ".serve-lock"
+        // Two spellings of one file (a symlink, `./`) must find one lock.
+        let path = URL(fileURLWithPath: storePath).resolvingSymlinksInPath().standardizedFileURL.path + ".serve-lock"
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
             throw TollgateError(.storeUnavailable, "cannot create the lock file '\(path)': check that its directory is writable")
