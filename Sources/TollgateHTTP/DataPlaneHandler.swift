@@ -52,7 +52,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
     private let shared: DataPlaneShared<Store, Clock>
     private var state = State.idle
     private var keepAlive = true
-    private var quiescing = false
+    /// How deep answers written inside other answers' writes are nested (see `channelRead`).
+    private var nesting = 0
     private var idleSince = NIODeadline.now()
     private var idleTimer: Scheduled<Void>?
 
@@ -90,9 +91,9 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         switch state {
         case .closed:
             return
-        case .idle, .receiving:
+        case .idle, .receiving, .discarding:
             // A request head still incomplete counts as idle: its header fields must
-            // arrive within the timeout too.
+            // arrive within the timeout too; so does the rest of a refused body.
             let deadline = idleSince + timeout
             if NIODeadline.now() >= deadline {
                 shared.logger.debug("closing an idle connection")
@@ -101,20 +102,17 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
             } else {
                 armIdleTimer(context: context, at: deadline)
             }
-        case .deciding, .discarding:
+        case .deciding:
             armIdleTimer(context: context, at: .now() + timeout)
         }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent {
-            quiescing = true
-            keepAlive = false
-            if case .idle = state { close(context: context) }
-            return
-        }
         if let event = event as? ChannelEvent, event == .inputClosed {
-            if case .idle = state { close(context: context) } else { keepAlive = false }
+            switch state {
+            case .idle, .discarding: close(context: context)
+            default: keepAlive = false
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -127,6 +125,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
             writeProblem(error == .headerOverflow ? .headersTooLarge : .badRequest, isHead: false, context: context)
         } else if case .idle = state {
             close(context: context)
+        } else if case .discarding = state {
+            close(context: context)
         } else {
             keepAlive = false
         }
@@ -138,7 +138,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         switch unwrapInboundIn(data) {
         case .head(let head):
             guard case .idle = state else { return }
-            keepAlive = head.isKeepAlive && !quiescing
+            keepAlive = head.isKeepAlive
             if Self.hasBody(head) {
                 // Answer now and close rather than read a body no API wants.
                 keepAlive = false
@@ -150,11 +150,30 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         case .body:
             break
         case .end:
-            if case .receiving(let head) = state {
+            switch state {
+            case .receiving(let head) where nesting >= Self.maximumNesting:
+                // Each answer written at once makes NIO's pipelining handler deliver the next
+                // buffered request inside that write: deep in a pipelined burst, go on from
+                // a fresh stack rather than let the nesting grow with the burst.
+                state = .deciding
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    if case .closed = handler.state { return }
+                    handler.handle(head, hasBody: false, context: context)
+                }
+            case .receiving(let head):
                 handle(head, hasBody: false, context: context)
+            case .discarding:
+                // The refused body has ended; the answer went out before it.
+                close(context: context)
+            default:
+                break
             }
         }
     }
+
+    static var maximumNesting: Int { 16 }
 
     private static func hasBody(_ head: HTTPRequestHead) -> Bool {
         if head.headers.contains(name: "transfer-encoding") { return true }
@@ -317,12 +336,19 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
             // the next buffered request at once, re-entering `channelRead`.
             state = .idle
             idleSince = .now()
+            nesting += 1
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            nesting -= 1
         } else {
-            state = .closed
+            // With a refused body still arriving, close only our side and read the rest away:
+            // closing both would make the kernel reset the connection, which can destroy the
+            // answer before the client reads it.
+            var draining = false
+            if case .discarding = state { draining = true } else { state = .closed }
+            idleSince = .now()
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                loopBound.value.close(promise: nil)
+                loopBound.value.close(mode: draining ? .output : .all, promise: nil)
             }
         }
     }
