@@ -15,10 +15,14 @@ extension Keys {
         static let configuration = CommandConfiguration(
             abstract: "Create a key and print its secret, once.",
             discussion: """
-                Scope patterns: '*' every API; '/' the root; 'api1' exactly /api1; 'api1*' paths starting
+                Scope patterns: '*' every API; '/' the root; 'api1' exactly /api1; 'api1*' paths starting \
                 with api1; 'api1/' everything below /api1. A key with no --scope reaches nothing.
-                Limits: N/PERIOD for every API the key reaches, PATTERN:N/PERIOD for the APIs PATTERN
+
+                Limits: N/PERIOD for every API the key reaches, PATTERN:N/PERIOD for the APIs PATTERN \
                 matches; PERIOD is total, second, minute, hour, day or month (UTC windows).
+
+                A secret given with --key is visible to other users in the process list while the \
+                command runs; 'tollgate keys import -' reads secrets from standard input instead.
                 """
         )
 
@@ -125,10 +129,11 @@ extension Keys {
         static let configuration = CommandConfiguration(
             abstract: "Import keys from NDJSON, one key a line.",
             discussion: """
-                Each line: {"key": SECRET} or {"digest": SHA256-HEX}, with "scopes": [..], and optionally
-                "id", "name", "limits": [..] and "expires_at". Every line is checked before any key is
-                stored; keys whose secret or id the store already has are skipped, so an import can be
-                run again.
+                Each line: {"key": SECRET} or {"digest": SHA256-HEX}, with "scopes": [..], and optionally \
+                "id", "name", "limits": [..] and "expires_at".
+
+                Every line is checked before any key is stored; keys whose secret or id the store already \
+                has are skipped, so an import can be run again.
                 """
         )
         @Argument(help: "The NDJSON file, or - for standard input.") var file: String
