@@ -166,20 +166,10 @@ public final class QuotaLedger: Sendable {
             complete { _ in .storeUnavailable }
         }
 
-        /// Completes the promises with one hop per event loop rather than one per request:
-        /// a commit answers hundreds of requests, and each cross-thread completion would
-        /// otherwise wake its loop separately.
-        private func complete(_ answer: @escaping @Sendable (Waiter) -> AdmissionDecision) {
-            var byLoop: [ObjectIdentifier: (loop: any EventLoop, waiters: [Waiter])] = [:]
-            for waiter in waiters {
-                let loop = waiter.promise.futureResult.eventLoop
-                byLoop[ObjectIdentifier(loop), default: (loop, [])].waiters.append(waiter)
-            }
-            for (loop, waiters) in byLoop.values {
-                loop.execute {
-                    for waiter in waiters { waiter.promise.succeed(answer(waiter)) }
-                }
-            }
+        private func complete(_ answer: (Waiter) -> AdmissionDecision) {
+            var answers = PendingAnswers()
+            for waiter in waiters { answers.add(waiter.promise, answer(waiter)) }
+            answers.send()
         }
 
         public var waiterCount: Int { waiters.count }

@@ -4,6 +4,7 @@ import GRDB
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 import TollgateCore
 
 /// The embedded store: one SQLite file in WAL mode.
@@ -34,6 +35,8 @@ public final class SQLiteKeyStore: KeyStore {
     let pool: DatabasePool
     let ledger = QuotaLedger(configuration: .init(isPersistent: true))
     private let writer = DispatchQueue(label: "tollgate.sqlite.group-commit")
+    private let reader = DispatchQueue(label: "tollgate.sqlite.key-lookup")
+    private let lookups = Mutex<(pending: [(AdmissionRequest, EventLoopPromise<AdmissionDecision>)], isReading: Bool)>(([], false))
     private let logger: Logger
     /// The last change `seq` when the store opened: the change feed starts there, so no
     /// change made while the server starts up is missed.
@@ -121,34 +124,52 @@ public final class SQLiteKeyStore: KeyStore {
     /// Loads a key the ledger does not hold (new, or not used since start-up), off the
     /// event loop, then decides again.
     ///
-    /// A change committed between the read and the load may have reached the change feed
-    /// while the ledger did not hold the key, and been passed over; so once the key is held,
-    /// its record is read once more and any newer version taken.
+    /// Lookups are batched as commits are: one reader takes every digest that arrived while
+    /// the last batch was read, so a flood of unknown secrets costs one read transaction per
+    /// batch rather than one per request.
     private func lookUp(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
-        pool.asyncRead { [self] result in
+        let start = lookups.withLock { lookups -> Bool in
+            lookups.pending.append((request, promise))
+            guard !lookups.isReading else { return false }
+            lookups.isReading = true
+            return true
+        }
+        if start { reader.async { [self] in readLookups() } }
+    }
+
+    private func readLookups() {
+        while true {
+            let batch = lookups.withLock { lookups -> [(AdmissionRequest, EventLoopPromise<AdmissionDecision>)] in
+                let batch = lookups.pending
+                lookups.pending.removeAll(keepingCapacity: true)
+                if batch.isEmpty { lookups.isReading = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            let digests = Array(Set(batch.map(\.0.digest)))
+            var answers = PendingAnswers()
             do {
-                guard let loaded = try Self.load(digest: request.digest, try result.get()) else {
-                    ledger.rememberUnknown(request.digest, now: request.now)
-                    promise.succeed(.invalidKey)
-                    return
-                }
-                ledger.load(loaded.key, version: loaded.version, counters: loaded.counters, apis: loaded.apis)
-            } catch {
-                logger.error("cannot look up a key", metadata: ["error": "\(Self.describe(error))"])
-                promise.succeed(.storeUnavailable)
-                return
-            }
-            pool.asyncRead { [self] result in
-                do {
-                    if let (key, version) = try Self.record(digest: request.digest, try result.get()) {
-                        ledger.refresh(key, version: version)
+                let loaded = try pool.read { db in try digests.compactMap { try Self.load(digest: $0, db) } }
+                for key in loaded { ledger.load(key.key, version: key.version, counters: key.counters, apis: key.apis) }
+                // A change committed between that read and the loads may have reached the
+                // change feed while the ledger did not hold the key, and been passed over:
+                // now that the keys are held, read their records once more.
+                let records = try pool.read { db in try loaded.compactMap { try Self.record(digest: $0.key.digest, db) } }
+                for (key, version) in records { ledger.refresh(key, version: version) }
+                let found = Set(loaded.map(\.key.digest))
+                for (request, promise) in batch {
+                    if found.contains(request.digest) {
+                        admit(request, promise: promise, lookUpUnknown: false)
+                    } else {
+                        ledger.rememberUnknown(request.digest, now: request.now)
+                        answers.add(promise, .invalidKey)
                     }
-                    admit(request, promise: promise, lookUpUnknown: false)
-                } catch {
-                    logger.error("cannot look up a key", metadata: ["error": "\(Self.describe(error))"])
-                    promise.succeed(.storeUnavailable)
                 }
+            } catch {
+                logger.error("cannot look up keys", metadata: ["error": "\(Self.describe(error))", "requests": "\(batch.count)"])
+                for (_, promise) in batch { answers.add(promise, .storeUnavailable) }
             }
+            answers.send()
         }
     }
 
@@ -301,9 +322,9 @@ public final class SQLiteKeyStore: KeyStore {
 
     /// A key's record and its change `seq`.
     static func record(digest: KeyDigest, _ db: Database) throws -> (APIKey, Int64)? {
+        // Cached statements: preparing one anew per lookup costs more than the lookup.
         try Row.fetchOne(
-            db,
-            sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?",
+            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?"),
             arguments: [Data(digest.bytes)]
         ).map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
     }
@@ -311,12 +332,13 @@ public final class SQLiteKeyStore: KeyStore {
     static func loadUsage(keyID: KeyID, _ db: Database) throws -> UsageSnapshot {
         var counters: [String: UsageCounter] = [:]
         for row in try Row.fetchAll(
-            db, sql: "SELECT counter, window_start, used FROM counters WHERE key_id = ?", arguments: [keyID.rawValue])
-        {
+            db.cachedStatement(sql: "SELECT counter, window_start, used FROM counters WHERE key_id = ?"),
+            arguments: [keyID.rawValue]
+        ) {
             counters[row["counter"]] = UsageCounter(windowStart: row["window_start"], used: row["used"])
         }
         var apis: [String: APIUsage] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT * FROM api_usage WHERE key_id = ?", arguments: [keyID.rawValue]) {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM api_usage WHERE key_id = ?"), arguments: [keyID.rawValue]) {
             apis[row["api"]] = APIUsage(
                 admitted: row["admitted"],
                 scopeDenied: row["scope_denied"],

@@ -234,6 +234,24 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         }
     }
 
+    /// First uses of many keys and unknown secrets at once share lookups; each still gets
+    /// its own right answer.
+    @Test func concurrentFirstUsesOfKnownAndUnknownSecretsAreAnsweredRightly() async throws {
+        let store = try SQLiteKeyStore(configuration: .init(path: try path()))
+        for index in 0..<10 { try await makeKey(in: store, limits: ["5/total"], secret: "known-\(index)") }
+        let outcomes = try await withThrowingTaskGroup(of: (String, AdmissionDecision.Outcome).self) { group in
+            for attempt in 0..<200 {
+                let secret = attempt.isMultiple(of: 2) ? "known-\((attempt / 2) % 10)" : "unknown-\(attempt)"
+                group.addTask { (secret, try await admit(store, secret: secret).outcome) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0.0.hasPrefix("unknown") }.allSatisfy { $0.1 == .invalidKey })
+        let known = outcomes.filter { $0.0.hasPrefix("known") }
+        #expect(known.filter { $0.1 == .admitted }.count == 50, "10 keys, 5 each")
+        #expect(known.filter { $0.1 == .quotaExceeded }.count == 50)
+    }
+
     @Test func aSecondServerOnOneFileIsRefused() throws {
         let path = try path()
         let first = try ServeLock(storePath: path)
