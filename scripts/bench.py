@@ -18,12 +18,21 @@ import tempfile
 import time
 
 SCENARIOS = [
-    # name, path, header
+    # name, path, header (or "random": a new unknown key per request, which the store must look up)
     ("healthz (floor)", "/healthz", None),
     ("api1 admitted", "/api1", "token: bench-admit"),
     ("api1 429 spent", "/api1", "token: bench-spent"),
     ("api1 401 unknown", "/api1", "token: bench-unknown-key"),
+    ("api1 401 random", "/api1", "random"),
 ]
+
+RANDOM_KEYS_LUA = """
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", nil, {["token"] = "bench-random-" .. math.random(1, 1000000000) .. "-" .. counter})
+end
+"""
 
 
 def write_keys(path, count):
@@ -63,7 +72,12 @@ def to_ms(text):
 
 def run_wrk(port, path, header, duration, connections):
     command = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % duration, "--latency"]
-    if header:
+    if header == "random":
+        script = os.path.join(tempfile.gettempdir(), "tollgate-bench-random-keys.lua")
+        with open(script, "w") as f:
+            f.write(RANDOM_KEYS_LUA)
+        command += ["-s", script]
+    elif header:
         command += ["-H", header]
     command.append("http://127.0.0.1:%d%s" % (port, path))
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
