@@ -13,7 +13,6 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     let routes: [String: ByteBuffer]
     /// Problem to its prebuilt body (for `quota_exceeded`, the part before the policies).
     let problems: [Problem: ByteBuffer]
-    let dateHeader = DateHeader()
     let healthBody = ByteBuffer(string: "{\"status\":\"ok\"}")
     let notReadyBody = ByteBuffer(string: "{\"status\":\"unavailable\"}")
 
@@ -56,6 +55,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
     private var nesting = 0
     private var idleSince = NIODeadline.now()
     private var idleTimer: Scheduled<Void>?
+    private var dateHeader = DateHeader()
 
     init(shared: DataPlaneShared<Store, Clock>) {
         self.shared = shared
@@ -327,7 +327,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         if case .closed = state { return }
         var headers = headers
         headers.add(name: "content-length", value: String(body.readableBytes))
-        headers.add(name: "date", value: shared.dateHeader.value(at: shared.clock.now))
+        headers.add(name: "date", value: dateHeader.value(at: shared.clock.now))
         if !keepAlive { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }

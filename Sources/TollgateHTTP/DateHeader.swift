@@ -1,16 +1,19 @@
-import Synchronization
 import TollgateCore
 
 /// The `Date` field every response carries (RFC 9110 requires it of a server with a clock),
-/// formatted once per second rather than once per response.
-final class DateHeader: Sendable {
-    private let cached = Mutex<(second: Int64, text: String)>((Int64.min, ""))
+/// formatted once per second per connection rather than once per response.
+///
+/// Each connection keeps its own copy, so answering takes no lock shared across event loops.
+struct DateHeader {
+    private var second = Int64.min
+    private var text = ""
 
-    func value(at now: Timestamp) -> String {
-        let second = now.secondsSinceEpoch
-        return cached.withLock { cached in
-            if cached.second != second { cached = (second, now.httpDate) }
-            return cached.text
+    mutating func value(at now: Timestamp) -> String {
+        let current = now.secondsSinceEpoch
+        if current != second {
+            second = current
+            text = now.httpDate
         }
+        return text
     }
 }
