@@ -21,6 +21,8 @@ public enum AdminApplication {
     /// The routes, separate from the listener so tests can drive them in process.
     public static func router(store: some KeyStore) -> Router<BasicRequestContext> {
         let router = Router()
+        // Before the routes, so that it wraps them and the not-found answer alike.
+        router.add(middleware: ProblemMiddleware())
         router.get("healthz") { _, _ in
             HealthStatus(status: "ok")
         }

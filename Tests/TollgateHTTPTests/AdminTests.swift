@@ -17,4 +17,15 @@ import TollgateCore
             }
         }
     }
+
+    @Test func errorsAreProblemJSON() async throws {
+        let app = Application(router: AdminApplication.router(store: MemoryKeyStore()))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/nope", method: .get) { response in
+                #expect(response.status == .notFound)
+                #expect(response.headers[.contentType] == "application/problem+json")
+                #expect(String(buffer: response.body).contains("\"code\":\"not_found\""))
+            }
+        }
+    }
 }
