@@ -13,6 +13,12 @@ final class KeyState {
     /// The store's version of the record held (SQLite's change `seq`), so that a late,
     /// older copy never replaces a newer one.
     var version: Int64
+    /// The last group-commit batch that carried this key's usage; the key may be dropped
+    /// from memory only once that batch has finished.
+    var lastBatch: Int64 = 0
+    /// Neighbours in the ledger's recency list (most recently used first).
+    var newer: KeyState?
+    var older: KeyState?
 
     init(key: APIKey, version: Int64, counters: [String: UsageCounter], apis: [String: APIUsage]) {
         self.key = key

@@ -15,11 +15,21 @@ public final class QuotaLedger: Sendable {
         public var unknownKeyMilliseconds: Int64
         /// How many unknown secrets are remembered before the list starts over.
         public var unknownKeyCapacity: Int
+        /// How many keys stay in memory; beyond it the least recently used key whose usage
+        /// is committed is dropped, and loaded again from the store on its next request.
+        /// `nil` keeps every key: a store whose ledger is its only copy.
+        public var keyCapacity: Int?
 
-        public init(isPersistent: Bool, unknownKeyMilliseconds: Int64 = 1000, unknownKeyCapacity: Int = 100_000) {
+        public init(
+            isPersistent: Bool,
+            unknownKeyMilliseconds: Int64 = 1000,
+            unknownKeyCapacity: Int = 100_000,
+            keyCapacity: Int? = nil
+        ) {
             self.isPersistent = isPersistent
             self.unknownKeyMilliseconds = unknownKeyMilliseconds
             self.unknownKeyCapacity = unknownKeyCapacity
+            self.keyCapacity = keyCapacity
         }
     }
 
@@ -47,6 +57,51 @@ public final class QuotaLedger: Sendable {
         var dirty: [KeyState] = []
         var waiters: [Waiter] = []
         var isFlushing = false
+        /// Batches handed to the writer, and the last one it finished.
+        var batchesTaken: Int64 = 0
+        var batchesFinished: Int64 = 0
+        /// The recency list, for dropping idle keys when a capacity is set.
+        var newest: KeyState?
+        var oldest: KeyState?
+
+        mutating func link(_ key: KeyState) {
+            key.older = newest
+            key.newer = nil
+            newest?.newer = key
+            newest = key
+            if oldest == nil { oldest = key }
+        }
+
+        mutating func unlink(_ key: KeyState) {
+            if let newer = key.newer { newer.older = key.older } else { newest = key.older }
+            if let older = key.older { older.newer = key.newer } else { oldest = key.newer }
+            key.newer = nil
+            key.older = nil
+        }
+
+        mutating func touch(_ key: KeyState) {
+            guard newest !== key else { return }
+            unlink(key)
+            link(key)
+        }
+
+        /// Drops least recently used keys beyond `capacity` whose usage is all committed;
+        /// a key still waiting on a commit goes back to the front. A few steps per call,
+        /// so that the lock is never held for long, and never `spared`, the key just loaded
+        /// for a request that is about to be decided.
+        mutating func evict(beyond capacity: Int, sparing spared: KeyState) {
+            var steps = 8
+            while byDigest.count > capacity, steps > 0, let victim = oldest, victim !== spared {
+                steps -= 1
+                if !victim.isDirty && victim.lastBatch <= batchesFinished {
+                    unlink(victim)
+                    byDigest[victim.key.digest] = nil
+                    byID[victim.key.id] = nil
+                } else {
+                    touch(victim)
+                }
+            }
+        }
     }
 
     let configuration: Configuration
@@ -61,6 +116,7 @@ public final class QuotaLedger: Sendable {
     /// Decides `request` if the key is held, counting it in memory.
     public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) -> Admission {
         let persistent = configuration.isPersistent
+        let tracksRecency = configuration.keyCapacity != nil
         return state.withLock { state -> Admission in
             guard let key = state.byDigest[request.digest] else {
                 if let until = state.unknown[request.digest] {
@@ -69,6 +125,7 @@ public final class QuotaLedger: Sendable {
                 }
                 return .unknownKey
             }
+            if tracksRecency { state.touch(key) }
             let wasDirty = key.isDirty
             let decision = key.decide(request)
             if !wasDirty && key.isDirty { state.dirty.append(key) }
@@ -104,7 +161,16 @@ public final class QuotaLedger: Sendable {
             let keyState = KeyState(key: key, version: version, counters: counters, apis: apis)
             state.byDigest[key.digest] = keyState
             state.byID[key.id] = keyState
+            if let capacity = configuration.keyCapacity {
+                state.link(keyState)
+                state.evict(beyond: capacity, sparing: keyState)
+            }
         }
+    }
+
+    /// How many keys the ledger holds in memory.
+    public var heldKeyCount: Int {
+        state.withLock { state in state.byDigest.count }
     }
 
     /// Takes a changed record (revoked, updated) if the key is held under that id and the
@@ -153,6 +219,7 @@ public final class QuotaLedger: Sendable {
     public struct Batch: Sendable {
         public var snapshots: [UsageSnapshot]
         fileprivate var waiters: [Waiter]
+        fileprivate var number: Int64
 
         /// Answers the waiting requests once their usage is durable.
         public func committed() {
@@ -175,6 +242,13 @@ public final class QuotaLedger: Sendable {
         public var waiterCount: Int { waiters.count }
     }
 
+    /// Records that the writer is done with `batch` (committed or failed), so that the keys
+    /// it carried may be dropped from memory: after a failure only the units of requests
+    /// answered `503` are missing from the store, which is safe to forget.
+    public func finished(_ batch: Batch) {
+        state.withLock { state in state.batchesFinished = max(state.batchesFinished, batch.number) }
+    }
+
     /// Takes everything counted since the last batch; `nil`, and the writer stops, when
     /// there is nothing. The writer calls this in a loop until `nil`, so that requests
     /// arriving during a commit share the next one.
@@ -185,14 +259,17 @@ public final class QuotaLedger: Sendable {
                 return nil
             }
             state.isFlushing = true
+            state.batchesTaken += 1
+            let number = state.batchesTaken
             let snapshots = state.dirty.map { key -> UsageSnapshot in
                 key.isDirty = false
+                key.lastBatch = number
                 return key.snapshot
             }
             state.dirty.removeAll(keepingCapacity: true)
             let waiters = state.waiters
             state.waiters.removeAll(keepingCapacity: true)
-            return Batch(snapshots: snapshots, waiters: waiters)
+            return Batch(snapshots: snapshots, waiters: waiters, number: number)
         }
     }
 }

@@ -24,6 +24,11 @@ public final class SQLiteKeyStore: KeyStore {
         public var synchronous: Synchronous = .full
         /// How often a serving process looks for keys changed by another process.
         public var changePollInterval: Duration = .milliseconds(200)
+        /// How many keys a serving process keeps in memory; the least recently used beyond
+        /// it are loaded again from the file when next used. Keep it well above the number of
+        /// requests that can wait on a lookup at once (open connections): a key loaded for a
+        /// waiting request must still be held when that request is decided.
+        public var cachedKeys = 1_000_000
 
         public init(path: String, synchronous: Synchronous = .full) {
             self.path = path
@@ -33,7 +38,7 @@ public final class SQLiteKeyStore: KeyStore {
 
     public let configuration: Configuration
     let pool: DatabasePool
-    let ledger = QuotaLedger(configuration: .init(isPersistent: true))
+    let ledger: QuotaLedger
     private let writer = DispatchQueue(label: "tollgate.sqlite.group-commit")
     private let reader = DispatchQueue(label: "tollgate.sqlite.key-lookup")
     private let lookups = Mutex<(pending: [(AdmissionRequest, EventLoopPromise<AdmissionDecision>)], isReading: Bool)>(([], false))
@@ -46,6 +51,7 @@ public final class SQLiteKeyStore: KeyStore {
     public init(configuration: Configuration, logger: Logger = Logger(label: "tollgate.sqlite")) throws(TollgateError) {
         self.configuration = configuration
         self.logger = logger
+        self.ledger = QuotaLedger(configuration: .init(isPersistent: true, keyCapacity: configuration.cachedKeys))
         var config = GRDB.Configuration()
         config.busyMode = .timeout(10)
         let synchronous = configuration.synchronous.rawValue
@@ -94,6 +100,9 @@ public final class SQLiteKeyStore: KeyStore {
         }
         flushNow()
     }
+
+    /// How many keys the server holds in memory now.
+    public var heldKeyCount: Int { ledger.heldKeyCount }
 
     /// Commits whatever is pending and returns when it is on disk.
     public func flushNow() {
@@ -184,12 +193,14 @@ public final class SQLiteKeyStore: KeyStore {
                 try pool.write { db in
                     for snapshot in batch.snapshots { try Self.write(snapshot, db) }
                 }
+                ledger.finished(batch)
                 batch.committed()
             } catch {
                 logger.error(
                     "cannot commit usage; answering 503",
                     metadata: ["error": "\(Self.describe(error))", "requests": "\(batch.waiterCount)"]
                 )
+                ledger.finished(batch)
                 batch.failed()
             }
         }

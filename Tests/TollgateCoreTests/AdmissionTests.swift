@@ -181,4 +181,37 @@ import TollgateCore
         #expect(answered == 2)
         #expect(ledger.takeBatch() == nil)
     }
+
+    @Test func beyondItsCapacityTheLedgerDropsOnlyKeysWhoseUsageIsCommitted() throws {
+        let ledger = QuotaLedger(configuration: .init(isPersistent: true, keyCapacity: 2))
+        func issue(_ secret: String) throws -> APIKey {
+            try KeyIssuer.issue(KeyDraft(scopes: [.all], limits: [LimitSpec(quota: 9, period: .total)]), secret: secret, now: start).key
+        }
+        let (a, b, c) = (try issue("a"), try issue("b"), try issue("c"))
+        ledger.load(a, version: 0, counters: [:], apis: [:])
+        ledger.load(b, version: 0, counters: [:], apis: [:])
+        // a is used: its count waits on a commit, so it must not be dropped yet.
+        let promise = loop.makePromise(of: AdmissionDecision.self)
+        guard
+            case .awaitingCommit = ledger.admit(AdmissionRequest(digest: a.digest, api: "api1", path: "api1", now: start), promise: promise)
+        else {
+            Issue.record("an admitted request waits for its commit")
+            return
+        }
+        ledger.load(c, version: 0, counters: [:], apis: [:])
+        #expect(ledger.heldKeyCount == 2)
+        #expect(ledger.snapshot(of: a.id) != nil, "a key with uncommitted usage stays")
+        #expect(ledger.snapshot(of: b.id) == nil, "the least recently used clean key goes")
+        // Once a's usage is committed, a is as droppable as any other idle key.
+        let batch = try #require(ledger.takeBatch())
+        #expect(batch.snapshots.map(\.keyID) == [a.id])
+        ledger.finished(batch)
+        batch.committed()
+        loop.run()
+        #expect(try promise.futureResult.wait().outcome == .admitted)
+        ledger.load(b, version: 0, counters: [:], apis: [:])
+        #expect(ledger.heldKeyCount == 2)
+        #expect(ledger.snapshot(of: c.id) != nil)
+        #expect(ledger.snapshot(of: b.id) != nil)
+    }
 }

@@ -252,6 +252,25 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         #expect(known.filter { $0.1 == .quotaExceeded }.count == 50)
     }
 
+    /// Keys dropped from memory come back from the file with every unit they used.
+    @Test func keysDroppedFromMemoryKeepTheirCounts() async throws {
+        var configuration = SQLiteKeyStore.Configuration(path: try path())
+        configuration.cachedKeys = 2
+        let store = try SQLiteKeyStore(configuration: configuration)
+        for index in 0..<5 { try await makeKey(in: store, limits: ["3/total"], secret: "key-\(index)") }
+        for round in 0..<4 {
+            for index in 0..<5 {
+                let outcome = try await admit(store, secret: "key-\(index)").outcome
+                #expect(outcome == (round < 3 ? .admitted : .quotaExceeded), "key-\(index) round \(round)")
+            }
+        }
+        // Refusals leave keys dirty until the next flush; flushed, they go at the next load.
+        store.flushNow()
+        try await makeKey(in: store, secret: "key-5")
+        #expect(try await admit(store, secret: "key-5").outcome == .admitted)
+        #expect(store.heldKeyCount == 2)
+    }
+
     @Test func aSecondServerOnOneFileIsRefused() throws {
         let path = try path()
         let first = try ServeLock(storePath: path)
