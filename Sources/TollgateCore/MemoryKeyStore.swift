@@ -24,10 +24,9 @@ public struct MemoryKeyStore: KeyStore {
     public func isReady() async -> Bool { true }
 
     public func createKey(_ key: APIKey) async throws(TollgateError) {
-        if ledger.snapshot(ofDigest: key.digest) != nil || ledger.snapshot(of: key.id) != nil {
+        guard ledger.load(key, version: 0, counters: [:], apis: [:]) else {
             throw TollgateError(.keyExists, "a key with that secret or id exists already: leave out --key to generate a new secret")
         }
-        ledger.load(key, version: 0, counters: [:], apis: [:])
     }
 
     public func key(id: KeyID) async throws(TollgateError) -> APIKey? {

@@ -152,12 +152,15 @@ public final class QuotaLedger: Sendable {
 
     // MARK: Keys
 
-    /// Holds a key loaded from the store at `version`, unless the ledger holds it already
-    /// (then its in-memory counts are the newer ones and are kept).
-    public func load(_ key: APIKey, version: Int64, counters: [String: UsageCounter], apis: [String: APIUsage]) {
+    /// Holds a key loaded from the store at `version`, unless the ledger holds its digest or
+    /// id already (then the held key's in-memory counts are the newer ones and are kept).
+    /// - Returns: whether the key was taken; the check and the insert are one step, so two
+    ///   racing creates of one secret cannot both succeed.
+    @discardableResult
+    public func load(_ key: APIKey, version: Int64, counters: [String: UsageCounter], apis: [String: APIUsage]) -> Bool {
         state.withLock { state in
             state.unknown[key.digest] = nil
-            guard state.byDigest[key.digest] == nil else { return }
+            guard state.byDigest[key.digest] == nil, state.byID[key.id] == nil else { return false }
             let keyState = KeyState(key: key, version: version, counters: counters, apis: apis)
             state.byDigest[key.digest] = keyState
             state.byID[key.id] = keyState
@@ -165,6 +168,7 @@ public final class QuotaLedger: Sendable {
                 state.link(keyState)
                 state.evict(beyond: capacity, sparing: keyState)
             }
+            return true
         }
     }
 

@@ -105,6 +105,18 @@ import TollgateCore
         #expect(decide("k", at: minuteStart.adding(seconds: 120)).outcome == .admitted)
     }
 
+    @Test func loadingRefusesATakenDigestOrID() throws {
+        let held = try key("k")
+        var sameID = try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "other", now: start).key
+        sameID.id = held.id
+        #expect(!ledger.load(sameID, version: 0, counters: [:], apis: [:]))
+        #expect(ledger.snapshot(ofDigest: sameID.digest) == nil)
+        #expect(ledger.snapshot(of: held.id)?.key == held)
+        let sameDigest = try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "k", now: start).key
+        #expect(!ledger.load(sameDigest, version: 0, counters: [:], apis: [:]))
+        #expect(ledger.snapshot(of: sameDigest.id) == nil)
+    }
+
     @Test func olderRecordsNeverReplaceNewerOnesAndIDsMustMatch() throws {
         var key = try key("k")
         key.revokedAt = start

@@ -74,6 +74,20 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         #expect(try await store.usage(id: original.id)?.counters["total"]?.used == 2)
     }
 
+    /// Two operators creating a key with one secret at once: exactly one succeeds.
+    @Test(arguments: StoreKind.allCases)
+    func racingCreatesOfOneSecretStoreOneKey(kind: StoreKind) async throws {
+        let store = try kind.make()
+        let created = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<16 {
+                group.addTask { (try? await makeKey(in: store, secret: "contested")) != nil }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(created == 1)
+        #expect(try await store.allKeys().count == 1)
+    }
+
     @Test(arguments: StoreKind.allCases)
     func listingPagesInIDOrder(kind: StoreKind) async throws {
         let store = try kind.make()
