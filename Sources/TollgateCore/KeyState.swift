@@ -106,8 +106,10 @@ final class KeyState {
         }
 
         // Every applicable limit has room: take one unit from each counter once, even when
-        // two limits share it.
+        // two limits share it. A shared counter is taken at its first limit, so every limit
+        // reads its remaining count after the take.
         var taken: UInt64 = 0
+        var statusIndex = 0
         for (index, limit) in key.limits.enumerated() where limit.scope.matches(path) {
             let slot = counterOfLimit[index]
             if taken & (1 << UInt64(slot)) == 0 {
@@ -118,12 +120,7 @@ final class KeyState {
                 // keeps counting rather than starting afresh.
                 counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, window.start), used: used + 1)
             }
-        }
-        // Remaining counts after this request took its unit.
-        var statusIndex = 0
-        for (index, limit) in key.limits.enumerated() where limit.scope.matches(path) {
-            let used = counters[counterOfLimit[index]].used
-            statuses[statusIndex].remaining = max(0, limit.quota - used)
+            statuses[statusIndex].remaining = max(0, limit.quota - counters[slot].used)
             statusIndex += 1
         }
         count(.admitted, api: request.api)
