@@ -120,14 +120,17 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // The decoder stops after a parse error; answer it if no answer is under way.
-        if let error = error as? HTTPParserError, case .idle = state {
-            keepAlive = false
-            writeProblem(error == .headerOverflow ? .headersTooLarge : .badRequest, isHead: false, context: context)
-        } else if case .idle = state {
+        switch state {
+        case .idle:
+            if let error = error as? HTTPParserError {
+                keepAlive = false
+                writeProblem(error == .headerOverflow ? .headersTooLarge : .badRequest, isHead: false, context: context)
+            } else {
+                close(context: context)
+            }
+        case .discarding:
             close(context: context)
-        } else if case .discarding = state {
-            close(context: context)
-        } else {
+        default:
             keepAlive = false
         }
     }
