@@ -10,6 +10,9 @@ final class KeyState {
     var counters: [UsageCounter]
     var apis: [String: APIUsage]
     var isDirty = false
+    /// Bumped whenever the limits are replaced, so that units taken under old limits are
+    /// never given back to counters that did not take them.
+    private(set) var generation: Int64 = 0
     /// The store's version of the record held (SQLite's change `seq`), so that a late,
     /// older copy never replaces a newer one.
     var version: Int64
@@ -41,6 +44,7 @@ final class KeyState {
 
     private func replace(key: APIKey, carrying counts: [String: UsageCounter]) {
         self.key = key
+        generation += 1
         policyNames = key.policyNames
         counterIDs = []
         counterOfLimit = []
@@ -125,6 +129,26 @@ final class KeyState {
         }
         count(.admitted, api: request.api)
         return AdmissionDecision(outcome: .admitted, keyID: key.id, limits: statuses)
+    }
+
+    /// Undoes an admission whose request was not served (its commit failed or took too
+    /// long): the per-API count, and one unit from each counter it took, unless that
+    /// counter has since moved to a later window (then the unit is gone already).
+    func giveBack(_ request: AdmissionRequest, generation: Int64) {
+        if var usage = apis[request.api], usage.admitted > 0 {
+            usage.admitted -= 1
+            apis[request.api] = usage
+        }
+        guard generation == self.generation else { return }
+        let path = Substring(request.path)
+        var given: UInt64 = 0
+        for (index, limit) in key.limits.enumerated() where limit.scope.matches(path) {
+            let slot = counterOfLimit[index]
+            guard given & (1 << UInt64(slot)) == 0 else { continue }
+            given |= 1 << UInt64(slot)
+            let window = limit.period.window(containing: request.now)
+            if counters[slot].used(in: window) > 0 { counters[slot].used -= 1 }
+        }
     }
 
     private func count(_ outcome: AdmissionDecision.Outcome, api: String) {

@@ -34,6 +34,11 @@ public protocol KeyStore: Service {
     /// Replaces a key's record (name, scopes, limits, expiry, revocation); usage is kept.
     func updateKey(_ key: APIKey) async throws(TollgateError)
 
+    /// Revokes a key in one step: from then on it is refused with `key_revoked`. A key
+    /// revoked already keeps its first revocation time.
+    /// - Returns: the revoked record, or `nil` if no key has that id.
+    func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey?
+
     /// The key's counters and per-API counts as last recorded.
     func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot?
 
@@ -54,17 +59,6 @@ extension KeyStore {
             }
         }
         return inserted
-    }
-
-    /// Revokes a key: from then on it is refused with `key_revoked`.
-    /// - Returns: the revoked record, or `nil` if no key has that id.
-    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
-        guard var key = try await key(id: id) else { return nil }
-        if key.revokedAt == nil {
-            key.revokedAt = now
-            try await updateKey(key)
-        }
-        return key
     }
 
     /// Every key, in id order.

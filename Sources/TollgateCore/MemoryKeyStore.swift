@@ -48,6 +48,10 @@ public struct MemoryKeyStore: KeyStore {
         }
     }
 
+    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
+        ledger.revoke(id: id, at: now)
+    }
+
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
         ledger.snapshot(of: id)?.usage
     }

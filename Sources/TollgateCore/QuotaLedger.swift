@@ -48,6 +48,11 @@ public final class QuotaLedger: Sendable {
     struct Waiter: Sendable {
         var promise: EventLoopPromise<AdmissionDecision>
         var decision: AdmissionDecision
+        /// What was decided, so that the units can be given back if the request is not served.
+        var request: AdmissionRequest
+        /// The key's limit generation when the units were taken (see ``KeyState/generation``).
+        var generation: Int64
+        var enqueuedAt: NIODeadline
     }
 
     struct State {
@@ -55,7 +60,12 @@ public final class QuotaLedger: Sendable {
         var byID: [KeyID: KeyState] = [:]
         var unknown: [KeyDigest: Int64] = [:]
         var dirty: [KeyState] = []
+        /// Admitted requests waiting for the next batch.
         var waiters: [Waiter] = []
+        /// Admitted requests of the batch being committed, and when that commit started.
+        var committing: [Waiter] = []
+        var committingNumber: Int64 = 0
+        var committingSince: NIODeadline?
         var isFlushing = false
         /// Batches handed to the writer, and the last one it finished.
         var batchesTaken: Int64 = 0
@@ -134,7 +144,9 @@ public final class QuotaLedger: Sendable {
             guard persistent, decision.outcome == .admitted else { return .decided(decision) }
             let flush = !state.isFlushing
             state.isFlushing = true
-            state.waiters.append(Waiter(promise: promise, decision: decision))
+            state.waiters.append(
+                Waiter(promise: promise, decision: decision, request: request, generation: key.generation, enqueuedAt: .now())
+            )
             return .awaitingCommit(flush: flush)
         }
     }
@@ -195,6 +207,20 @@ public final class QuotaLedger: Sendable {
         }
     }
 
+    /// Revokes a held key in one step under the lock (for stores whose ledger is their only
+    /// copy); a key revoked already keeps its first revocation time.
+    public func revoke(id: KeyID, at now: Timestamp) -> APIKey? {
+        state.withLock { state in
+            guard let keyState = state.byID[id] else { return nil }
+            if keyState.key.revokedAt == nil {
+                var key = keyState.key
+                key.revokedAt = now
+                keyState.replace(key: key)
+            }
+            return keyState.key
+        }
+    }
+
     /// Forgets that a digest was unknown: a key with it was just created.
     public func forgetUnknown(_ digest: KeyDigest) {
         state.withLock { state in state.unknown[digest] = nil }
@@ -219,38 +245,13 @@ public final class QuotaLedger: Sendable {
 
     // MARK: Group commit
 
-    /// Usage to persist and the promises that wait on it.
+    /// Usage to persist; the requests that wait on it stay with the ledger, so that a commit
+    /// that fails or takes too long can answer them `503` and give their units back.
     public struct Batch: Sendable {
         public var snapshots: [UsageSnapshot]
-        fileprivate var waiters: [Waiter]
         fileprivate var number: Int64
-
-        /// Answers the waiting requests once their usage is durable.
-        public func committed() {
-            complete { $0.decision }
-        }
-
-        /// Answers the waiting requests `503`: their usage may not be durable, so they
-        /// must not be served. The units they took stay taken (counting too much is safe;
-        /// admitting uncounted requests is not).
-        public func failed() {
-            complete { _ in .storeUnavailable }
-        }
-
-        private func complete(_ answer: (Waiter) -> AdmissionDecision) {
-            var answers = PendingAnswers()
-            for waiter in waiters { answers.add(waiter.promise, answer(waiter)) }
-            answers.send()
-        }
-
-        public var waiterCount: Int { waiters.count }
-    }
-
-    /// Records that the writer is done with `batch` (committed or failed), so that the keys
-    /// it carried may be dropped from memory: after a failure only the units of requests
-    /// answered `503` are missing from the store, which is safe to forget.
-    public func finished(_ batch: Batch) {
-        state.withLock { state in state.batchesFinished = max(state.batchesFinished, batch.number) }
+        /// How many admitted requests wait on this batch.
+        public var waiterCount: Int
     }
 
     /// Takes everything counted since the last batch; `nil`, and the writer stops, when
@@ -271,9 +272,109 @@ public final class QuotaLedger: Sendable {
                 return key.snapshot
             }
             state.dirty.removeAll(keepingCapacity: true)
-            let waiters = state.waiters
+            // Swap rather than copy, so that neither array is reallocated per batch.
+            swap(&state.committing, &state.waiters)
             state.waiters.removeAll(keepingCapacity: true)
-            return Batch(snapshots: snapshots, waiters: waiters, number: number)
+            state.committingNumber = number
+            state.committingSince = .now()
+            return Batch(snapshots: snapshots, number: number, waiterCount: state.committing.count)
         }
+    }
+
+    /// The writer stopped early (after a failure): the next admitted request starts it again.
+    public func flushStopped() {
+        state.withLock { $0.isFlushing = false }
+    }
+
+    /// The writer committed `batch`: its requests are answered with their decisions.
+    public func committed(_ batch: Batch) {
+        let waiters = state.withLock { state -> [Waiter] in
+            state.batchesFinished = max(state.batchesFinished, batch.number)
+            return state.takeCommitting(batch.number)
+        }
+        var answers = PendingAnswers()
+        for waiter in waiters { answers.add(waiter.promise, waiter.decision) }
+        answers.send()
+    }
+
+    /// The writer could not commit `batch`: its requests are answered `503` and take
+    /// nothing, like any refusal, and its keys are written again with the next batch.
+    public func failed(_ batch: Batch) {
+        let waiters = state.withLock { state -> [Waiter] in
+            state.batchesFinished = max(state.batchesFinished, batch.number)
+            let waiters = state.takeCommitting(batch.number)
+            for waiter in waiters { state.giveBack(waiter) }
+            for snapshot in batch.snapshots {
+                if let key = state.byID[snapshot.keyID] { state.markDirty(key) }
+            }
+            return waiters
+        }
+        Self.answerUnavailable(waiters)
+    }
+
+    /// Answers `503`, giving their units back, every admitted request that has waited
+    /// longer than `bound` for its commit: the one in flight if it started before
+    /// `now - bound`, and those queued behind it since then.
+    ///
+    /// The commit may still land later; the counts it writes then include units that were
+    /// given back, so every key it carried is written again by the next commit (absolute
+    /// values), and until then the file can only count too much, never too little.
+    /// - Returns: whether a commit has been running for longer than `bound`.
+    @discardableResult
+    public func expireWaiters(olderThan bound: TimeAmount, now: NIODeadline = .now()) -> Bool {
+        let (waiters, stalled) = state.withLock { state -> ([Waiter], Bool) in
+            var expired: [Waiter] = []
+            var stalled = false
+            if let since = state.committingSince, since + bound <= now {
+                stalled = true
+                expired = state.takeCommitting(state.committingNumber)
+            }
+            let late = state.waiters.prefix { $0.enqueuedAt + bound <= now }.count
+            if late > 0 {
+                expired += state.waiters[..<late]
+                state.waiters.removeFirst(late)
+            }
+            for waiter in expired { state.giveBack(waiter) }
+            return (expired, stalled)
+        }
+        Self.answerUnavailable(waiters)
+        return stalled
+    }
+
+    /// Whether the writer is done with `batch`'s keys: only then may they be dropped.
+    public func finished(_ batch: Batch) {
+        state.withLock { state in state.batchesFinished = max(state.batchesFinished, batch.number) }
+    }
+
+    private static func answerUnavailable(_ waiters: [Waiter]) {
+        guard !waiters.isEmpty else { return }
+        var answers = PendingAnswers()
+        for waiter in waiters { answers.add(waiter.promise, .storeUnavailable) }
+        answers.send()
+    }
+}
+
+extension QuotaLedger.State {
+    /// The waiters of batch `number` if it is the one in flight and not yet answered.
+    mutating func takeCommitting(_ number: Int64) -> [QuotaLedger.Waiter] {
+        guard committingNumber == number else { return [] }
+        committingSince = nil
+        let waiters = committing
+        committing = []
+        return waiters
+    }
+
+    mutating func markDirty(_ key: KeyState) {
+        if !key.isDirty {
+            key.isDirty = true
+            dirty.append(key)
+        }
+    }
+
+    /// Gives back the units an admitted request took, for a request that is answered `503`.
+    mutating func giveBack(_ waiter: QuotaLedger.Waiter) {
+        guard let key = byDigest[waiter.request.digest] else { return }
+        key.giveBack(waiter.request, generation: waiter.generation)
+        markDirty(key)
     }
 }

@@ -29,6 +29,12 @@ public final class SQLiteKeyStore: KeyStore {
         /// requests that can wait on a lookup at once (open connections): a key loaded for a
         /// waiting request must still be held when that request is decided.
         public var cachedKeys = 1_000_000
+        /// How long a commit or a key lookup may take before the requests waiting on it are
+        /// answered `503 store_unavailable` (a hung disk must not hang requests). Their units
+        /// are given back: a request that was not served takes nothing.
+        public var operationTimeout: Duration = .seconds(2)
+        /// How long a secret no key has is refused without asking the file again.
+        public var unknownKeyMilliseconds: Int64 = 1000
 
         public init(path: String, synchronous: Synchronous = .full) {
             self.path = path
@@ -41,7 +47,13 @@ public final class SQLiteKeyStore: KeyStore {
     let ledger: QuotaLedger
     private let writer = DispatchQueue(label: "tollgate.sqlite.group-commit")
     private let reader = DispatchQueue(label: "tollgate.sqlite.key-lookup")
-    private let lookups = Mutex<(pending: [(AdmissionRequest, EventLoopPromise<AdmissionDecision>)], isReading: Bool)>(([], false))
+    private let lookups = Mutex(Lookups())
+    private let health = Mutex(Health())
+    /// Set while the file at `path` is no longer the one this store opened (deleted or
+    /// replaced): every request is then refused, since its usage would go nowhere.
+    private let detached = Atomic<Bool>(false)
+    /// The device and inode of the file opened, to notice it being deleted or replaced.
+    private let fileIdentity: FileIdentity?
     private let logger: Logger
     /// The last change `seq` when the store opened: the change feed starts there, so no
     /// change made while the server starts up is missed.
@@ -51,7 +63,13 @@ public final class SQLiteKeyStore: KeyStore {
     public init(configuration: Configuration, logger: Logger = Logger(label: "tollgate.sqlite")) throws(TollgateError) {
         self.configuration = configuration
         self.logger = logger
-        self.ledger = QuotaLedger(configuration: .init(isPersistent: true, keyCapacity: configuration.cachedKeys))
+        self.ledger = QuotaLedger(
+            configuration: .init(
+                isPersistent: true,
+                unknownKeyMilliseconds: configuration.unknownKeyMilliseconds,
+                keyCapacity: configuration.cachedKeys
+            )
+        )
         var config = GRDB.Configuration()
         config.busyMode = .timeout(10)
         let synchronous = configuration.synchronous.rawValue
@@ -62,6 +80,7 @@ public final class SQLiteKeyStore: KeyStore {
             pool = try DatabasePool(path: configuration.path, configuration: config)
             try SQLiteSchema.migrator.migrate(pool)
             changeFeedStart = try pool.read { db in try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0 }
+            fileIdentity = FileIdentity(path: configuration.path)
         } catch {
             throw TollgateError(
                 .storeUnavailable,
@@ -72,9 +91,17 @@ public final class SQLiteKeyStore: KeyStore {
 
     // MARK: Service
 
-    /// Follows key changes made by other processes until graceful shutdown, then waits for
-    /// the last group commit.
+    /// Follows key changes made by other processes and watches the store's health until
+    /// graceful shutdown, then waits for the last group commit.
     public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.followChanges() }
+            group.addTask { await self.watchHealth() }
+        }
+        flushNow()
+    }
+
+    private func followChanges() async {
         var lastSeq = changeFeedStart
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
@@ -84,13 +111,29 @@ public final class SQLiteKeyStore: KeyStore {
             }
             do {
                 let since = lastSeq
-                let changed = try await read { db in
+                // One damaged row must not stall the feed for every other key: it is
+                // skipped and logged, and the feed moves past it.
+                let changes = try await read { db in
                     try Row.fetchAll(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE seq > ? ORDER BY seq", arguments: [since])
-                        .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+                        .map { row -> KeyChange in
+                            let seq: Int64 = row["seq"]
+                            do {
+                                return KeyChange(seq: seq, key: try SQLiteSchema.decodeKey(row), problem: nil)
+                            } catch {
+                                let id = (row["id"] as String?).map { String($0.prefix(80)) } ?? "?"
+                                return KeyChange(seq: seq, key: nil, problem: "key row '\(id)': \(Self.describe(error))")
+                            }
+                        }
                 }
-                for (key, seq) in changed {
-                    ledger.refresh(key, version: seq)
-                    lastSeq = seq
+                for change in changes {
+                    lastSeq = change.seq
+                    if let key = change.key {
+                        ledger.refresh(key, version: change.seq)
+                    } else {
+                        logger.error(
+                            "skipping a key row that cannot be read",
+                            metadata: ["seq": "\(change.seq)", "problem": "\(change.problem ?? "")"])
+                    }
                 }
                 // Refusals are counted in memory without a commit of their own; persist them.
                 scheduleFlush()
@@ -98,7 +141,97 @@ public final class SQLiteKeyStore: KeyStore {
                 logger.warning("cannot read key changes", metadata: ["error": "\(error)"])
             }
         }
-        flushNow()
+    }
+
+    /// Answers `503` to requests whose commit or lookup outlived the operation timeout,
+    /// notices the file being deleted or replaced, and probes a failing store until it
+    /// commits again, so that `/readyz` tells the truth without doing I/O itself.
+    private func watchHealth() async {
+        let bound = TimeAmount(configuration.operationTimeout)
+        let interval = min(Duration.milliseconds(100), configuration.operationTimeout / 4)
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                break
+            }
+            let now = NIODeadline.now()
+            let commitStalled = ledger.expireWaiters(olderThan: bound, now: now)
+            let lookupStalled = expireLookups(olderThan: bound, now: now)
+            checkFile()
+            // A beat through each of the writer's and the reader's queues: one that has not
+            // come back within the bound means the thread is stuck (a hung disk), even when
+            // no request is waiting on it yet.
+            let (beatWriter, beatReader, queueStalled) = health.withLock { health -> (Bool, Bool, Bool) in
+                let beatWriter = health.writerBeatSince == nil
+                let beatReader = health.readerBeatSince == nil
+                if beatWriter { health.writerBeatSince = now }
+                if beatReader { health.readerBeatSince = now }
+                let stalled = [health.writerBeatSince, health.readerBeatSince].contains { $0.map { $0 + bound <= now } ?? false }
+                return (beatWriter, beatReader, stalled)
+            }
+            if beatWriter { writer.async { [self] in health.withLock { $0.writerBeatSince = nil } } }
+            if beatReader { reader.async { [self] in health.withLock { $0.readerBeatSince = nil } } }
+            let stalled = commitStalled || lookupStalled || queueStalled
+            let probe = health.withLock { health -> Bool in
+                if stalled {
+                    if !health.isStalled {
+                        logger.error("the SQLite store has not answered for \(configuration.operationTimeout); answering 503")
+                    }
+                    health.isStalled = true
+                } else {
+                    if health.isStalled { logger.notice("the SQLite store answers again") }
+                    health.isStalled = false
+                }
+                // A failing store is retried by a small write of its own, so that it turns
+                // ready again without waiting for traffic.
+                guard health.isFailing, !health.isProbing, !stalled else { return false }
+                health.isProbing = true
+                return true
+            }
+            if probe { writer.async { [self] in self.probe() } }
+        }
+    }
+
+    private func probe() {
+        do {
+            try checkFileOrThrow()
+            try pool.write { db in try db.execute(sql: "PRAGMA user_version = \(SQLiteSchema.userVersion)") }
+            recordCommit(succeeded: true)
+        } catch {
+            recordCommit(succeeded: false)
+        }
+        health.withLock { $0.isProbing = false }
+    }
+
+    private func recordCommit(succeeded: Bool) {
+        health.withLock { health in
+            if succeeded && health.isFailing { logger.notice("the SQLite store commits again") }
+            health.isFailing = !succeeded
+        }
+    }
+
+    /// Whether the path still names the file this store opened.
+    private func checkFile() {
+        guard let fileIdentity else { return }
+        let current = FileIdentity(path: configuration.path)
+        let isDetached = current != fileIdentity
+        if detached.exchange(isDetached, ordering: .relaxed) != isDetached {
+            if isDetached {
+                logger.critical(
+                    "the SQLite file '\(configuration.path)' was deleted or replaced while serving; refusing every request (503) until it is back. Restart the server to use the new file."
+                )
+            } else {
+                logger.notice("the SQLite file '\(configuration.path)' is back; serving again")
+            }
+        }
+    }
+
+    private func checkFileOrThrow() throws {
+        checkFile()
+        if detached.load(ordering: .relaxed) {
+            throw TollgateError(.storeUnavailable, "the SQLite file '\(configuration.path)' was deleted or replaced")
+        }
     }
 
     /// How many keys the server holds in memory now.
@@ -116,6 +249,11 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     private func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>, lookUpUnknown: Bool) {
+        // Usage counted against a file that is gone would be lost: serve nothing.
+        if detached.load(ordering: .relaxed) {
+            promise.succeed(.storeUnavailable)
+            return
+        }
         switch ledger.admit(request, promise: promise) {
         case .decided(let decision):
             promise.succeed(decision)
@@ -138,7 +276,7 @@ public final class SQLiteKeyStore: KeyStore {
     /// batch rather than one per request.
     private func lookUp(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
         let start = lookups.withLock { lookups -> Bool in
-            lookups.pending.append((request, promise))
+            lookups.pending.append(Lookup(request: request, promise: promise, enqueuedAt: .now()))
             guard !lookups.isReading else { return false }
             lookups.isReading = true
             return true
@@ -148,16 +286,19 @@ public final class SQLiteKeyStore: KeyStore {
 
     private func readLookups() {
         while true {
-            let batch = lookups.withLock { lookups -> [(AdmissionRequest, EventLoopPromise<AdmissionDecision>)] in
-                let batch = lookups.pending
+            let batch = lookups.withLock { lookups -> [Lookup] in
+                lookups.batchNumber += 1
+                swap(&lookups.reading, &lookups.pending)
                 lookups.pending.removeAll(keepingCapacity: true)
-                if batch.isEmpty { lookups.isReading = false }
-                return batch
+                lookups.readingSince = .now()
+                if lookups.reading.isEmpty { lookups.isReading = false }
+                return lookups.reading
             }
             if batch.isEmpty { return }
-            let digests = Array(Set(batch.map(\.0.digest)))
+            let number = lookups.withLock { $0.batchNumber }
+            let digests = Array(Set(batch.map(\.request.digest)))
             var answers = PendingAnswers()
-            do {
+            let outcome = Result { () throws -> Set<KeyDigest> in
                 let loaded = try pool.read { db in try digests.compactMap { try Self.load(digest: $0, db) } }
                 for key in loaded { ledger.load(key.key, version: key.version, counters: key.counters, apis: key.apis) }
                 // A change committed between that read and the loads may have reached the
@@ -165,43 +306,90 @@ public final class SQLiteKeyStore: KeyStore {
                 // now that the keys are held, read their records once more.
                 let records = try pool.read { db in try loaded.compactMap { try Self.record(digest: $0.key.digest, db) } }
                 for (key, version) in records { ledger.refresh(key, version: version) }
-                let found = Set(loaded.map(\.key.digest))
-                for (request, promise) in batch {
-                    if found.contains(request.digest) {
-                        admit(request, promise: promise, lookUpUnknown: false)
+                return Set(loaded.map(\.key.digest))
+            }
+            // Requests the watchdog answered `503` meanwhile are not answered again.
+            let waiting = lookups.withLock { lookups -> [Lookup] in
+                guard lookups.batchNumber == number else { return [] }
+                let waiting = lookups.reading
+                lookups.reading = []
+                lookups.readingSince = nil
+                return waiting
+            }
+            switch outcome {
+            case .success(let found):
+                for lookup in waiting {
+                    if found.contains(lookup.request.digest) {
+                        admit(lookup.request, promise: lookup.promise, lookUpUnknown: false)
                     } else {
-                        ledger.rememberUnknown(request.digest, now: request.now)
-                        answers.add(promise, .invalidKey)
+                        ledger.rememberUnknown(lookup.request.digest, now: lookup.request.now)
+                        answers.add(lookup.promise, .invalidKey)
                     }
                 }
-            } catch {
+            case .failure(let error):
                 logger.error("cannot look up keys", metadata: ["error": "\(Self.describe(error))", "requests": "\(batch.count)"])
-                for (_, promise) in batch { answers.add(promise, .storeUnavailable) }
+                for lookup in waiting { answers.add(lookup.promise, .storeUnavailable) }
             }
             answers.send()
         }
+    }
+
+    /// Answers `503` to lookups that have waited longer than `bound`.
+    /// - Returns: whether the lookup in flight has run for longer than `bound`.
+    private func expireLookups(olderThan bound: TimeAmount, now: NIODeadline = .now()) -> Bool {
+        let (expired, stalled) = lookups.withLock { lookups -> ([Lookup], Bool) in
+            var expired: [Lookup] = []
+            var stalled = false
+            if let since = lookups.readingSince, since + bound <= now {
+                stalled = true
+                expired = lookups.reading
+                lookups.reading = []
+                lookups.readingSince = nil
+            }
+            let late = lookups.pending.prefix { $0.enqueuedAt + bound <= now }.count
+            if late > 0 {
+                expired += lookups.pending[..<late]
+                lookups.pending.removeFirst(late)
+            }
+            return (expired, stalled)
+        }
+        if !expired.isEmpty {
+            var answers = PendingAnswers()
+            for lookup in expired { answers.add(lookup.promise, .storeUnavailable) }
+            answers.send()
+        }
+        return stalled
     }
 
     private func scheduleFlush() {
         writer.async { [self] in flush() }
     }
 
-    /// The group-commit loop: one transaction per batch, until nothing is pending.
+    /// The group-commit loop: one transaction per batch, until nothing is pending. After a
+    /// failure it stops: the next request, the periodic flush or the health probe retries,
+    /// so a broken disk is not hammered in a loop.
     private func flush() {
         while let batch = ledger.takeBatch() {
             do {
+                // A few microseconds per commit: usage written to a file that is no longer
+                // at its path would be lost with the next restart.
+                try checkFileOrThrow()
                 try pool.write { db in
                     for snapshot in batch.snapshots { try Self.write(snapshot, db) }
                 }
-                ledger.finished(batch)
-                batch.committed()
+                ledger.committed(batch)
+                recordCommit(succeeded: true)
             } catch {
-                logger.error(
-                    "cannot commit usage; answering 503",
+                let firstFailure = health.withLock { !$0.isFailing }
+                logger.log(
+                    level: firstFailure ? .error : .debug,
+                    "cannot commit usage; answering 503 and giving the units back",
                     metadata: ["error": "\(Self.describe(error))", "requests": "\(batch.waiterCount)"]
                 )
-                ledger.finished(batch)
-                batch.failed()
+                ledger.failed(batch)
+                recordCommit(succeeded: false)
+                ledger.flushStopped()
+                return
             }
         }
     }
@@ -233,8 +421,11 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
+    /// Ready while commits succeed, nothing has hung past the operation timeout and the
+    /// file is the one opened. Reads state only, so `/readyz` answers even on a hung disk.
     public func isReady() async -> Bool {
-        (try? await read { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
+        guard !detached.load(ordering: .relaxed) else { return false }
+        return health.withLock { !$0.isFailing && !$0.isStalled }
     }
 
     // MARK: Control plane
@@ -309,6 +500,22 @@ public final class SQLiteKeyStore: KeyStore {
         }
         guard let version else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
         ledger.refresh(key, version: version)
+    }
+
+    /// One conditional update, so that an edit made between a read and a write-back is
+    /// never undone by the revocation.
+    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
+        let revoked = try await write { db -> (APIKey, Int64)? in
+            try db.execute(
+                sql: "UPDATE keys SET revoked_at = ?, seq = \(SQLiteSchema.nextSeq) WHERE id = ? AND revoked_at IS NULL",
+                arguments: [now.millisecondsSinceEpoch, id.rawValue]
+            )
+            return try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [id.rawValue])
+                .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+        }
+        guard let (key, version) = revoked else { return nil }
+        ledger.refresh(key, version: version)
+        return key
     }
 
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
@@ -389,6 +596,60 @@ public final class SQLiteKeyStore: KeyStore {
 }
 
 extension SQLiteKeyStore {
+    struct KeyChange: Sendable {
+        var seq: Int64
+        var key: APIKey?
+        var problem: String?
+    }
+
+    struct Lookup: Sendable {
+        var request: AdmissionRequest
+        var promise: EventLoopPromise<AdmissionDecision>
+        var enqueuedAt: NIODeadline
+    }
+
+    /// Unknown digests waiting for the reader, and the batch it is reading.
+    struct Lookups: Sendable {
+        var pending: [Lookup] = []
+        var reading: [Lookup] = []
+        var readingSince: NIODeadline?
+        var batchNumber = 0
+        var isReading = false
+    }
+
+    struct Health: Sendable {
+        /// The last commit (or probe) failed.
+        var isFailing = false
+        /// A commit or lookup has run past the operation timeout.
+        var isStalled = false
+        var isProbing = false
+        /// When the beat now in the writer's (reader's) queue was sent; `nil` once it ran.
+        var writerBeatSince: NIODeadline?
+        var readerBeatSince: NIODeadline?
+    }
+
+    /// Holds the reader and the writer until `release` is called, as a hung disk would:
+    /// tests prove that requests then answer `503` within the operation timeout.
+    public func stallForTesting() -> @Sendable () -> Void {
+        let gate = DispatchSemaphore(value: 0)
+        writer.async { gate.wait() }
+        reader.async { gate.wait() }
+        return {
+            gate.signal()
+            gate.signal()
+        }
+    }
+
+    /// Writes a key row whose digest is not 32 bytes, as a damaged file would hold.
+    public func insertDamagedRowForTesting() async throws(TollgateError) {
+        try await write { db in
+            try db.execute(
+                sql:
+                    "INSERT INTO keys (\(SQLiteSchema.keyColumns)) VALUES ('key_damaged', x'00', '', '*', '', 0, NULL, NULL, \(SQLiteSchema.nextSeq))"
+            )
+        }
+    }
+
     /// Breaks the store the way a damaged file would, so that tests can prove a failed
     /// commit answers `503` instead of serving uncounted requests.
     public func dropUsageTablesForTesting() async throws(TollgateError) {

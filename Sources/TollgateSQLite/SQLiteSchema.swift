@@ -82,5 +82,8 @@ enum SQLiteSchema {
         ]
     }
 
+    /// Written by the health probe: a write that changes nothing but proves commits work.
+    static let userVersion = 1
+
     static let nextSeq = "(SELECT IFNULL(MAX(seq), 0) + 1 FROM keys)"
 }

@@ -1,4 +1,3 @@
-import Foundation
 import TollgateCore
 
 #if canImport(Glibc)
@@ -13,23 +12,32 @@ import TollgateCore
 ///
 /// The serving process counts in memory and writes absolute values, so a second server on
 /// the same file would overwrite the first one's counts: it must be refused, not tolerated.
+/// The lock is an `flock` on the database file itself, so every name for the file (a hard
+/// link, a symlink, another spelling) finds the same lock, and there is no lock file to
+/// delete. SQLite's own locks are `fcntl` locks, which `flock` does not touch on Linux.
 /// The CLI does not take the lock: it only changes keys, which servers follow.
+///
+/// Release it only after the store is closed: closing a descriptor of the file drops every
+/// `fcntl` lock this process holds on it, SQLite's included.
 public struct ServeLock: ~Copyable, Sendable {
     private let descriptor: Int32
 
-    /// Takes the lock beside `storePath`, or fails naming the remedy.
+    /// Takes the lock on the database at `storePath` (creating an empty file if there is
+    /// none, which SQLite then initializes), or fails naming the remedy.
     public init(storePath: String) throws(TollgateError) {
-        // Two spellings of one file (a symlink, `./`) must find one lock.
-        let path = URL(fileURLWithPath: storePath).resolvingSymlinksInPath().standardizedFileURL.path + ".serve-lock"
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let descriptor = open(storePath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
-            throw TollgateError(.storeUnavailable, "cannot create the lock file '\(path)': check that its directory is writable")
+            let reason = String(cString: strerror(errno))
+            throw TollgateError(
+                .storeUnavailable,
+                "cannot open the SQLite store '\(storePath)' (\(reason)): check that the directory exists and is writable"
+            )
         }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             close(descriptor)
             throw TollgateError(
                 .storeLocked,
-                "another 'tollgate serve' is using '\(storePath)': stop it first, or give this one its own file with --store sqlite:OTHER.sqlite (servers that share quotas use redis://)"
+                "another 'tollgate serve' is using '\(storePath)' (or another name for the same file): stop it first, or give this one its own file with --store sqlite:OTHER.sqlite (servers that share quotas use redis://)"
             )
         }
         self.descriptor = descriptor

@@ -220,7 +220,11 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     @Test func keysMadeByAnotherProcessWorkAtOnceAndRevocationsArriveWithinASecond() async throws {
         try await LoadLock.exclusively {
             let path = try path()
-            let server = try SQLiteKeyStore(configuration: .init(path: path))
+            // Unknown secrets are remembered for a minute: only the change feed can make
+            // the new key work within the second.
+            var configuration = SQLiteKeyStore.Configuration(path: path)
+            configuration.unknownKeyMilliseconds = 60_000
+            let server = try SQLiteKeyStore(configuration: configuration)
             let cli = try SQLiteKeyStore(configuration: .init(path: path))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run() }
@@ -291,6 +295,147 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         #expect(throws: TollgateError.self) { _ = try ServeLock(storePath: path) }
         _ = consume first
         #expect(throws: Never.self) { _ = try ServeLock(storePath: path) }
+    }
+
+    /// The lock is on the file, not on a name: a hard link, a symlink or a removed lock file
+    /// beside it must not let a second server count the same quotas.
+    @Test func everyNameForTheFileSharesOneLock() throws {
+        let directory = try TestPaths.temporaryDirectory()
+        let path = directory.appendingPathComponent("store.sqlite").path
+        _ = try SQLiteKeyStore(configuration: .init(path: path))
+        let hardLink = directory.appendingPathComponent("hard.sqlite").path
+        let symlink = directory.appendingPathComponent("soft.sqlite").path
+        try FileManager.default.linkItem(atPath: path, toPath: hardLink)
+        try FileManager.default.createSymbolicLink(atPath: symlink, withDestinationPath: path)
+        let lock = try ServeLock(storePath: path)
+        for name in [hardLink, symlink, directory.appendingPathComponent("./store.sqlite").path] {
+            #expect(throws: TollgateError.self, "\(name)") { _ = try ServeLock(storePath: name) }
+        }
+        try? FileManager.default.removeItem(atPath: path + ".serve-lock")
+        #expect(throws: TollgateError.self) { _ = try ServeLock(storePath: hardLink) }
+        _ = consume lock
+    }
+
+    /// A hung disk (the writer and the reader stuck) answers 503 within the operation
+    /// timeout, takes no units, turns the store unready, and recovers when it resumes.
+    @Test func aHungStoreAnswers503WithinTheTimeoutAndTakesNothing() async throws {
+        var configuration = SQLiteKeyStore.Configuration(path: try path())
+        configuration.operationTimeout = .milliseconds(300)
+        let store = try SQLiteKeyStore(configuration: configuration)
+        let key = try await makeKey(in: store, limits: ["3/total"], secret: "held").key
+        #expect(try await admit(store, secret: "held").outcome == .admitted)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await store.run() }
+            let release = store.stallForTesting()
+            let start = ContinuousClock.now
+            async let admitted = admit(store, secret: "held")
+            async let lookedUp = admit(store, secret: "never-seen")
+            #expect(try await admitted.outcome == .storeUnavailable)
+            #expect(try await lookedUp.outcome == .storeUnavailable)
+            #expect(ContinuousClock.now - start < .seconds(2), "answered within the timeout, not when the disk came back")
+            #expect(await !store.isReady())
+            #expect(try await store.usage(id: key.id)?.counters["total"]?.used == 1, "the unserved request took nothing")
+            release()
+            let deadline = ContinuousClock.now + .seconds(5)
+            while await !store.isReady(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(await store.isReady())
+            #expect(try await admit(store, secret: "held").outcome == .admitted)
+            #expect(try await admit(store, secret: "held").outcome == .admitted)
+            #expect(try await admit(store, secret: "held").outcome == .quotaExceeded, "exactly the quota, no more, no less")
+            group.cancelAll()
+        }
+        store.flushNow()
+        let reopened = try SQLiteKeyStore(configuration: .init(path: configuration.path))
+        #expect(try await reopened.usage(id: key.id)?.counters["total"]?.used == 3)
+    }
+
+    /// Commits failing (the tables gone, as on a damaged or full disk): every admitted
+    /// request answers 503, none keeps a unit, and the store says it is not ready.
+    @Test func failingCommitsGiveTheirUnitsBackAndTurnTheStoreUnready() async throws {
+        let path = try path()
+        let store = try SQLiteKeyStore(configuration: .init(path: path))
+        let key = try await makeKey(in: store, limits: ["5/total"], secret: "k").key
+        #expect(try await admit(store, secret: "k").outcome == .admitted)
+        #expect(await store.isReady())
+        try await SQLiteKeyStore(configuration: .init(path: path)).dropUsageTablesForTesting()
+        for _ in 0..<20 { #expect(try await admit(store, secret: "k").outcome == .storeUnavailable) }
+        #expect(await !store.isReady())
+        let usage = try #require(try await store.usage(id: key.id))
+        #expect(usage.counters["total"]?.used == 1, "twenty unserved requests took nothing")
+        #expect(usage.apis["api1"]?.admitted == 1)
+    }
+
+    /// The file deleted or replaced under a running server: its usage would go nowhere,
+    /// so nothing is served until the file is back.
+    @Test(arguments: ["deleted", "replaced"])
+    func aFileDeletedOrReplacedUnderTheServerIsNoticed(how: String) async throws {
+        let directory = try TestPaths.temporaryDirectory()
+        let path = directory.appendingPathComponent("store.sqlite").path
+        var configuration = SQLiteKeyStore.Configuration(path: path)
+        configuration.operationTimeout = .milliseconds(400)
+        let store = try SQLiteKeyStore(configuration: configuration)
+        try await makeKey(in: store, limits: ["100/total"], secret: "k")
+        #expect(try await admit(store, secret: "k").outcome == .admitted)
+        let aside = directory.appendingPathComponent("aside.sqlite").path
+        try FileManager.default.moveItem(atPath: path, toPath: aside)
+        // Another file at the path: an empty file is a valid, empty SQLite database.
+        if how == "replaced" { #expect(FileManager.default.createFile(atPath: path, contents: Data())) }
+        #expect(try await admit(store, secret: "k").outcome == .storeUnavailable, "caught by the commit itself")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await store.run() }
+            let deadline = ContinuousClock.now + .seconds(3)
+            while await store.isReady(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(await !store.isReady())
+            #expect(try await admit(store, secret: "k").outcome == .storeUnavailable)
+            // The file comes back: service resumes by itself.
+            if how == "replaced" { try FileManager.default.removeItem(atPath: path) }
+            try FileManager.default.moveItem(atPath: aside, toPath: path)
+            let back = ContinuousClock.now + .seconds(5)
+            while await !store.isReady(), ContinuousClock.now < back { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(await store.isReady())
+            #expect(try await admit(store, secret: "k").outcome == .admitted)
+            group.cancelAll()
+        }
+    }
+
+    /// A row the store cannot read must not stop revocations of other keys reaching it.
+    @Test func aDamagedRowDoesNotStallTheChangeFeed() async throws {
+        try await LoadLock.exclusively {
+            let path = try path()
+            let server = try SQLiteKeyStore(configuration: .init(path: path))
+            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            let key = try await makeKey(in: server, secret: "victim").key
+            #expect(try await admit(server, secret: "victim").outcome == .admitted)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                try await cli.insertDamagedRowForTesting()
+                _ = try await cli.revokeKey(id: key.id, at: SystemWallClock().now)
+                let deadline = ContinuousClock.now + .seconds(1)
+                var outcome = try await admit(server, secret: "victim").outcome
+                while outcome != .keyRevoked && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                    outcome = try await admit(server, secret: "victim").outcome
+                }
+                #expect(outcome == .keyRevoked)
+                #expect(try await admit(server, secret: "unrelated").outcome == .invalidKey, "lookups still work")
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// Revocation writes only the revocation: an edit made since the caller's last read stays.
+    @Test func revocationKeepsAnEditMadeMeanwhile() async throws {
+        let store = try SQLiteKeyStore(configuration: .init(path: try path()))
+        var key = try await makeKey(in: store, limits: ["5/total"], secret: "k").key
+        key.name = "renamed"
+        key.limits = [try LimitSpec(parsing: "9/total")]
+        try await store.updateKey(key)
+        let revoked = try #require(try await store.revokeKey(id: key.id, at: SystemWallClock().now))
+        #expect(revoked.name == "renamed")
+        #expect(revoked.limits.map(\.description) == ["9/total"])
+        let firstRevocation = revoked.revokedAt
+        let again = try #require(try await store.revokeKey(id: key.id, at: SystemWallClock().now.adding(seconds: 60)))
+        #expect(again.revokedAt == firstRevocation, "a second revocation keeps the first time")
     }
 
     @Test func aDirectoryThatDoesNotExistIsAClearError() {
