@@ -11,10 +11,14 @@ public enum AdminApplication {
     public struct Configuration: Sendable {
         public var host: String
         public var port: Int
+        /// How long a connection may sit idle, or take to send its request, before it is
+        /// closed; idle connections would otherwise hold descriptors forever.
+        public var idleTimeout: Duration = .seconds(60)
 
-        public init(host: String = "127.0.0.1", port: Int = 3001) {
+        public init(host: String = "127.0.0.1", port: Int = 3001, idleTimeout: Duration = .seconds(60)) {
             self.host = host
             self.port = port
+            self.idleTimeout = idleTimeout
         }
     }
 
@@ -46,6 +50,7 @@ public enum AdminApplication {
     ) -> some ApplicationProtocol {
         Application(
             router: router(store: store),
+            server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.idleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tollgate"),
             onServerRunning: onServerRunning,
             logger: logger

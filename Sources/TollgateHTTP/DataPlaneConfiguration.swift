@@ -28,11 +28,26 @@ public struct DataPlaneConfiguration: Sendable {
     /// The most bytes of header fields a request may carry; beyond it the answer is `431`
     /// and the connection closes. 16 KiB holds any real key with room to spare.
     public var maxHeaderBytes: Int = 16 * 1024
+    /// The most connections held at once; at the cap new ones wait in the listen backlog.
+    /// The executable sets it from the descriptor limit (see ``defaultMaxConnections(descriptorLimit:)``).
+    public var maxConnections: Int = 10_000
+    /// Unsent answer bytes beyond which a connection stops being read (backpressure),
+    /// and below which it is read again.
+    public var writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 16 * 1024, high: 64 * 1024)
     /// Called once the listener is bound, with its address (useful with port `0`).
     public var onListening: (@Sendable (SocketAddress) -> Void)? = nil
 
     public init(host: String = "127.0.0.1", port: Int = 3000) {
         self.host = host
         self.port = port
+    }
+}
+
+extension DataPlaneConfiguration {
+    /// Three quarters of the descriptors a process may open, and at least 128 left over:
+    /// the rest stay for the store, the control plane and logs, so the gateway degrades by
+    /// queueing, not by failing.
+    public static func defaultMaxConnections(descriptorLimit: Int) -> Int {
+        max(16, min(descriptorLimit / 4 * 3, descriptorLimit - 128))
     }
 }

@@ -31,53 +31,51 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
 ///
 /// For a key the store holds, the decision costs a digest and a dictionary lookup under a
 /// short lock; the answer leaves when the store completes the promise (for SQLite, after
-/// the group commit that made the usage durable).
-final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundHandler {
+/// the group commit that made the usage durable). The connection's state lives in a
+/// ``ConnectionStateMachine``; this handler carries out its actions.
+final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private enum State {
-        /// Waiting for a request head.
-        case idle
-        /// Head received, waiting for its end.
-        case receiving(HTTPRequestHead)
-        /// Answered early (a request with a body); the rest is discarded and the connection closes.
-        case discarding
-        /// Waiting for the store's decision or readiness.
-        case deciding
-        case closed
-    }
-
     private let shared: DataPlaneShared<Store, Clock>
-    private var state = State.idle
-    private var keepAlive = true
-    /// How deep answers written inside other answers' writes are nested (see `channelRead`).
-    private var nesting = 0
-    private var idleSince = NIODeadline.now()
+    private var machine: ConnectionStateMachine<NIODeadline, HTTPRequestHead>
     private var idleTimer: Scheduled<Void>?
     private var dateHeader = DateHeader()
 
     init(shared: DataPlaneShared<Store, Clock>) {
         self.shared = shared
+        self.machine = ConnectionStateMachine(idleTimeout: shared.configuration.idleTimeout, now: .now())
     }
 
     // MARK: Connection
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { activate(context: context) }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
-        idleSince = .now()
-        armIdleTimer(context: context, at: idleSince + shared.configuration.idleTimeout)
+        activate(context: context)
         context.fireChannelActive()
     }
 
+    private func activate(context: ChannelHandlerContext) {
+        guard idleTimer == nil else { return }
+        armIdleTimer(context: context, at: machine.activated(now: context.eventLoop.now))
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        state = .closed
+        machine.inactive()
         idleTimer?.cancel()
         idleTimer = nil
         context.fireChannelInactive()
     }
 
-    /// One timer per connection, re-armed lazily: a request does not reschedule it, the
-    /// timer checks on firing whether the connection has been idle long enough.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+    }
+
     private func armIdleTimer(context: ChannelHandlerContext, at deadline: NIODeadline) {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
@@ -87,52 +85,60 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
     }
 
     private func idleTimerFired(context: ChannelHandlerContext) {
-        let timeout = shared.configuration.idleTimeout
-        switch state {
-        case .closed:
-            return
-        case .idle, .receiving, .discarding:
-            // A request head still incomplete counts as idle: its header fields must
-            // arrive within the timeout too; so does the rest of a refused body.
-            let deadline = idleSince + timeout
-            if NIODeadline.now() >= deadline {
-                shared.logger.debug("closing an idle connection")
-                state = .closed
-                context.close(promise: nil)
-            } else {
-                armIdleTimer(context: context, at: deadline)
-            }
-        case .deciding:
-            armIdleTimer(context: context, at: .now() + timeout)
+        switch machine.timerFired(now: context.eventLoop.now) {
+        case .none:
+            idleTimer = nil
+        case .close:
+            idleTimer = nil
+            shared.logger.debug("closing an idle connection")
+            context.close(promise: nil)
+        case .rearm(let deadline):
+            armIdleTimer(context: context, at: deadline)
         }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
-            switch state {
-            case .idle, .discarding: close(context: context)
-            default: keepAlive = false
-            }
+            if machine.inputClosed() { context.close(promise: nil) }
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // The decoder stops after a parse error; answer it if no answer is under way.
-        switch state {
-        case .idle:
-            if let error = error as? HTTPParserError {
-                keepAlive = false
-                writeProblem(error == .headerOverflow ? .headersTooLarge : .badRequest, isHead: false, context: context)
-            } else {
-                close(context: context)
-            }
-        case .discarding:
-            close(context: context)
-        default:
-            keepAlive = false
+        guard let parseError = error as? HTTPParserError else {
+            shared.logger.debug("closing a connection after an error", metadata: ["error": "\(error)"])
+            machine.inactive()
+            context.close(promise: nil)
+            return
         }
+        switch machine.parseFailed() {
+        case .answer:
+            writeProblem(parseError == .headerOverflow ? .headersTooLarge : .badRequest, isHead: false, context: context)
+        case .close:
+            context.close(promise: nil)
+        case .none:
+            break
+        }
+    }
+
+    // MARK: Backpressure
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        switch machine.writabilityChanged(context.channel.isWritable) {
+        case .none:
+            break
+        case .read:
+            context.read()
+        case .resume(let head, let read):
+            handle(head, hasBody: false, context: context)
+            if read { context.read() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if machine.readRequested() { context.read() }
     }
 
     // MARK: Requests
@@ -140,43 +146,40 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            guard case .idle = state else { return }
-            keepAlive = head.isKeepAlive
-            if Self.hasBody(head) {
+            // After CONNECT or an upgrade request the decoder stops parsing (the bytes that
+            // follow belong to another protocol): answer, then close.
+            let keepAlive = head.isKeepAlive && head.method != .CONNECT && !head.headers.contains(name: "upgrade")
+            switch machine.headReceived(head, keepAlive: keepAlive, hasBody: Self.hasBody(head)) {
+            case .answerNow(let head):
                 // Answer now and close rather than read a body no API wants.
-                keepAlive = false
-                state = .discarding
                 handle(head, hasBody: true, context: context)
-            } else {
-                state = .receiving(head)
+            case .wait, .ignore:
+                break
             }
         case .body:
             break
         case .end:
-            switch state {
-            case .receiving(let head) where nesting >= Self.maximumNesting:
-                // Each answer written at once makes NIO's pipelining handler deliver the next
-                // buffered request inside that write: deep in a pipelined burst, go on from
-                // a fresh stack rather than let the nesting grow with the burst.
-                state = .deciding
+            switch machine.endReceived() {
+            case .handle(let head):
+                handle(head, hasBody: false, context: context)
+            case .handleLater(let head):
+                // Deep in a pipelined burst: go on from a fresh stack rather than let the
+                // nesting grow with the burst.
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 context.eventLoop.execute {
                     let (handler, context) = loopBound.value
-                    if case .closed = handler.state { return }
+                    guard handler.machine.canHandleDeferred else { return }
                     handler.handle(head, hasBody: false, context: context)
                 }
-            case .receiving(let head):
-                handle(head, hasBody: false, context: context)
-            case .discarding:
-                // The refused body has ended; the answer went out before it.
-                close(context: context)
-            default:
+            case .close:
+                context.close(promise: nil)
+            case .park, .ignore:
                 break
             }
         }
     }
 
-    static var maximumNesting: Int { 16 }
+    static var maximumNesting: Int { ConnectionStateMachine<NIODeadline, HTTPRequestHead>.maximumNesting }
 
     private static func hasBody(_ head: HTTPRequestHead) -> Bool {
         if head.headers.contains(name: "transfer-encoding") { return true }
@@ -214,7 +217,6 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         }
         let request = AdmissionRequest(digest: KeyDigest(secret: secret), api: path, path: path, now: shared.clock.now)
         let promise = context.eventLoop.makePromise(of: AdmissionDecision.self)
-        state = .deciding
         shared.store.admit(request, promise: promise)
         promise.futureResult.assumeIsolated().whenComplete { result in
             switch result {
@@ -228,7 +230,6 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
     }
 
     private func checkReadiness(isHead: Bool, context: ChannelHandlerContext) {
-        state = .deciding
         let store = shared.store
         let promise = context.eventLoop.makePromise(of: Bool.self)
         promise.completeWithTask { await store.isReady() }
@@ -320,44 +321,38 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelInboundH
         case .missingAPIKey: headers.add(name: "www-authenticate", value: "Bearer")
         case .invalidAPIKey, .keyRevoked, .keyExpired: headers.add(name: "www-authenticate", value: "Bearer error=\"invalid_token\"")
         case .methodNotAllowed: headers.add(name: "allow", value: "GET, HEAD")
-        case .badRequest, .headersTooLarge, .bodyNotAllowed: keepAlive = false
+        case .badRequest, .headersTooLarge, .bodyNotAllowed: machine.closeAfterAnswer()
         default: break
         }
         write(status: problem.status, headers: headers, body: body ?? shared.problems[problem]!, isHead: isHead, context: context)
     }
 
     private func write(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, isHead: Bool, context: ChannelHandlerContext) {
-        if case .closed = state { return }
+        let now = context.eventLoop.now
+        let action = machine.willWriteAnswer(now: now)
+        if action == .drop { return }
         var headers = headers
         headers.add(name: "content-length", value: String(body.readableBytes))
         headers.add(name: "date", value: dateHeader.value(at: shared.clock.now))
-        if !keepAlive { headers.add(name: "connection", value: "close") }
+        // A shared cache must never store an answer: it would serve it to other callers
+        // without their key and without counting it. Answers about a key are private too.
+        headers.add(name: "cache-control", value: headers.contains(name: "ratelimit-policy") ? "private, no-store" : "no-store")
+        if case .close = action { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        if keepAlive {
-            // Idle before the end goes out: writing it makes the pipelining handler deliver
-            // the next buffered request at once, re-entering `channelRead`.
-            state = .idle
-            idleSince = .now()
-            nesting += 1
+        switch action {
+        case .keepOpen:
+            // Writing the end makes the pipelining handler deliver the next buffered
+            // request at once, re-entering `channelRead`.
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            nesting -= 1
-        } else {
-            // With a refused body still arriving, close only our side and read the rest away:
-            // closing both would make the kernel reset the connection, which can destroy the
-            // answer before the client reads it.
-            var draining = false
-            if case .discarding = state { draining = true } else { state = .closed }
-            idleSince = .now()
+            machine.answerWritten()
+        case .close(let outputOnly):
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                loopBound.value.close(mode: draining ? .output : .all, promise: nil)
+                loopBound.value.close(mode: outputOnly ? .output : .all, promise: nil)
             }
+        case .drop:
+            break
         }
-    }
-
-    private func close(context: ChannelHandlerContext) {
-        state = .closed
-        context.close(promise: nil)
     }
 }

@@ -35,11 +35,16 @@ public struct DataPlaneServer<Store: KeyStore, Clock: WallClock>: Service {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                        let sync = channel.pipeline.syncOperations
+                        // Out of descriptors, accept fails at once and would be retried at
+                        // once, spinning a core: the limiter stops that (see its notes).
+                        try sync.addHandler(ConnectionLimiter(maximum: configuration.maxConnections))
+                        try sync.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                     }
                 }
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.maxMessagesPerRead, value: 16)
+                .childChannelOption(.writeBufferWaterMark, value: configuration.writeBufferWaterMark)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try Self.configure(channel.pipeline.syncOperations, shared: shared)
@@ -72,12 +77,13 @@ public struct DataPlaneServer<Store: KeyStore, Clock: WallClock>: Service {
         limits.maxHeaderListSize = shared.configuration.maxHeaderBytes
         limits.maxHeaderFieldSize = shared.configuration.maxHeaderBytes
         limits.maxHeaderFieldCount = 100
-        try pipeline.configureHTTPServerPipeline(
-            withPipeliningAssistance: true,
-            withErrorHandling: false,
-            withEncoderConfiguration: .init(),
-            withDecoderLimitConfiguration: limits
-        )
+        // The pieces of `configureHTTPServerPipeline`, without pairing the decoder to the
+        // encoder: paired, the encoder strips the body (and its length) from every answer to
+        // a CONNECT request, refusals included, and the client cannot tell where it ends.
+        // HEAD bodies are left out by the handler itself.
+        try pipeline.addHandler(HTTPResponseEncoder(configuration: .init()))
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
+        try pipeline.addHandler(HTTPServerPipelineHandler())
         try pipeline.addHandler(DataPlaneHandler(shared: shared))
     }
 }

@@ -26,6 +26,17 @@ struct Serve: AsyncParsableCommand {
         help: "Seconds a connection may idle, or take to send its request header fields, before it is closed."
     )
     var idleTimeout = 60
+    @Option(
+        name: .customLong("max-connections"),
+        help:
+            "Most data-plane connections held at once (default: three quarters of the open-file limit, which serve raises to its hard limit)."
+    )
+    var maxConnections: Int?
+    @Option(
+        name: .customLong("store-timeout"),
+        help: "Milliseconds a store commit or lookup may take before its requests answer 503 store_unavailable."
+    )
+    var storeTimeout = 2000
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
     @OptionGroup var storeOptions: StoreOptions
@@ -35,6 +46,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("ports must be between 0 and 65535")
         }
         guard idleTimeout > 0 else { throw ValidationError("--idle-timeout must be a positive number of seconds") }
+        guard storeTimeout > 0 else { throw ValidationError("--store-timeout must be a positive number of milliseconds") }
+        if let maxConnections, maxConnections < 1 {
+            throw ValidationError("--max-connections must be at least 1")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -54,7 +69,9 @@ struct Serve: AsyncParsableCommand {
                 try await serve(store: MemoryKeyStore(), logger: logger)
             case .sqlite(let path, let synchronous):
                 let lock = try ServeLock(storePath: path)
-                let store = try SQLiteKeyStore(configuration: .init(path: path, synchronous: synchronous), logger: logger)
+                var configuration = SQLiteKeyStore.Configuration(path: path, synchronous: synchronous)
+                configuration.operationTimeout = .milliseconds(storeTimeout)
+                let store = try SQLiteKeyStore(configuration: configuration, logger: logger)
                 try await serve(store: store, logger: logger)
                 _ = consume lock
             }
@@ -67,6 +84,8 @@ struct Serve: AsyncParsableCommand {
 
         var dataPlane = DataPlaneConfiguration(host: host, port: port)
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
+        let descriptorLimit = DescriptorLimit.raiseToHardLimit()
+        dataPlane.maxConnections = maxConnections ?? DataPlaneConfiguration.defaultMaxConnections(descriptorLimit: descriptorLimit)
         let demo = self.demo
         dataPlane.onListening = { address in
             let host = address.ipAddress ?? "127.0.0.1"
@@ -76,7 +95,7 @@ struct Serve: AsyncParsableCommand {
         }
         let server = DataPlaneServer(configuration: dataPlane, store: store, clock: SystemWallClock(), logger: logger)
         let admin = AdminApplication.make(
-            configuration: .init(host: adminHost, port: adminPort),
+            configuration: .init(host: adminHost, port: adminPort, idleTimeout: .seconds(idleTimeout)),
             store: store,
             logger: logger,
             onServerRunning: { channel in

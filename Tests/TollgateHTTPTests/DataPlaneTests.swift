@@ -333,4 +333,44 @@ func get(_ port: Int, _ target: String, key: String? = nil, header: String = "to
             #expect(!response.body.contains("API1"))
         }
     }
+
+    /// Requests NIO's parser refuses or that no route can take (CONNECT, absolute and
+    /// authority forms) get a complete problem+json answer, and the connection closes
+    /// when the answer says it will, without waiting for the idle timeout.
+    @Test(arguments: [
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        "GET /api1 HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        "GET /api1 HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        "BREW /api1 HTTP/1.1\r\n\r\n",
+        "GET /api1 HTTP/9.9\r\n\r\n",
+    ])
+    func everyRefusalIsACompleteProblemAndClosesAsItSays(request: String) async throws {
+        try await withGateway(.memory) { port, _ in
+            let start = ContinuousClock.now
+            let response = try await rawExchange(port: port, request, timeout: .seconds(10))
+            #expect(ContinuousClock.now - start < .seconds(5), "the server closed; the client's timeout did not")
+            #expect(response.hasPrefix("HTTP/1.1 4"), "\(response)")
+            let lower = response.lowercased()
+            #expect(lower.contains("content-type: application/problem+json"))
+            #expect(lower.contains("content-length: "))
+            #expect(lower.contains("connection: close"))
+            let body = response.components(separatedBy: "\r\n\r\n").dropFirst().joined()
+            #expect(body.contains("\"code\":"), "a problem body: \(body)")
+        }
+    }
+
+    /// No cache in front of the gateway may store an answer and hand it to other callers
+    /// without their key, and without counting it.
+    @Test func noAnswerMayBeStoredByACache() async throws {
+        try await withGateway(.memory) { port, store in
+            try await makeKey(in: store, limits: ["1/total"], secret: "k")
+            let admitted = try await get(port, "/api1", key: "k")
+            #expect(admitted.status == 200)
+            #expect(admitted.header("cache-control") == "private, no-store")
+            #expect(try await get(port, "/api1", key: "k").header("cache-control") == "private, no-store")
+            for target in ["/api1", "/healthz", "/readyz", "/nope", "/a/../api1"] {
+                #expect(try await get(port, target).header("cache-control") == "no-store", "\(target)")
+            }
+        }
+    }
 }

@@ -80,7 +80,8 @@ public final class ServerProcess: Sendable {
     let stderrURL: URL
 
     /// Starts `tollgate serve` on free ports and waits until both listeners are bound.
-    public init(arguments: [String], directory: URL) async throws {
+    /// `shellPrefix`, when given, runs first in `/bin/sh` (e.g. `ulimit -n 64`).
+    public init(arguments: [String], directory: URL, shellPrefix: String? = nil) async throws {
         let stdoutURL = directory.appendingPathComponent("serve-\(UUID().uuidString).out")
         let stderrURL = directory.appendingPathComponent("serve-\(UUID().uuidString).err")
         _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
@@ -88,8 +89,14 @@ public final class ServerProcess: Sendable {
         self.stdoutURL = stdoutURL
         self.stderrURL = stderrURL
         child = try AwaitableProcess { process in
-            process.executableURL = URL(fileURLWithPath: TestPaths.binary)
-            process.arguments = ["serve", "--port", "0", "--admin-port", "0"] + arguments
+            let serve = ["serve", "--port", "0", "--admin-port", "0"] + arguments
+            if let shellPrefix {
+                process.executableURL = URL(fileURLWithPath: "/bin/sh")
+                process.arguments = ["-c", "\(shellPrefix); exec \"$0\" \"$@\"", TestPaths.binary] + serve
+            } else {
+                process.executableURL = URL(fileURLWithPath: TestPaths.binary)
+                process.arguments = serve
+            }
             process.currentDirectoryURL = directory
             process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
             process.standardError = try FileHandle(forWritingTo: stderrURL)
@@ -117,6 +124,24 @@ public final class ServerProcess: Sendable {
         guard let range = text.range(of: marker) else { return nil }
         let line = text[range.upperBound...].prefix { $0 != "\n" }
         return line.split(separator: ":").last.flatMap { Int($0) }
+    }
+
+    public var pid: Int32 { child.process.processIdentifier }
+
+    /// Resident memory in bytes, from `/proc`.
+    public var residentBytes: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0) * 1024
+    }
+
+    /// CPU time used so far (user + system), from `/proc`.
+    public var cpuSeconds: Double {
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     public var stdout: String { (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "" }
