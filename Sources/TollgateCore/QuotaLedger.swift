@@ -319,7 +319,8 @@ public final class QuotaLedger: Sendable {
     /// The commit may still land later; the counts it writes then include units that were
     /// given back, so every key it carried is written again by the next commit (absolute
     /// values), and until then the file can only count too much, never too little.
-    /// - Returns: whether a commit has been running for longer than `bound`.
+    /// - Returns: whether the writer is behind: a commit has been running for longer than
+    ///   `bound`, or requests waited that long for one to start.
     @discardableResult
     public func expireWaiters(olderThan bound: TimeAmount, now: NIODeadline = .now()) -> Bool {
         let (waiters, stalled) = state.withLock { state -> ([Waiter], Bool) in
@@ -335,7 +336,7 @@ public final class QuotaLedger: Sendable {
                 state.waiters.removeFirst(late)
             }
             for waiter in expired { state.giveBack(waiter) }
-            return (expired, stalled)
+            return (expired, stalled || late > 0)
         }
         Self.answerUnavailable(waiters)
         return stalled

@@ -335,7 +335,8 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     /// Answers `503` to lookups that have waited longer than `bound`.
-    /// - Returns: whether the lookup in flight has run for longer than `bound`.
+    /// - Returns: whether the reader is behind: the lookup in flight has run for longer than
+    ///   `bound`, or lookups waited that long for one to start.
     private func expireLookups(olderThan bound: TimeAmount, now: NIODeadline = .now()) -> Bool {
         let (expired, stalled) = lookups.withLock { lookups -> ([Lookup], Bool) in
             var expired: [Lookup] = []
@@ -351,7 +352,7 @@ public final class SQLiteKeyStore: KeyStore {
                 expired += lookups.pending[..<late]
                 lookups.pending.removeFirst(late)
             }
-            return (expired, stalled)
+            return (expired, stalled || late > 0)
         }
         if !expired.isEmpty {
             var answers = PendingAnswers()
