@@ -35,6 +35,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // A small Redis (RESP2/RESP3) client on SwiftNIO; knows nothing of Tollgate.
+        .target(
+            name: "TollgateRESP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The embedded store: SQLite in WAL mode with group commit.
         .target(
             name: "TollgateSQLite",
@@ -99,6 +109,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Tests/TollgateTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        // Wire tests on a testing channel, and integration tests against a real redis-server.
+        .testTarget(
+            name: "TollgateRESPTests",
+            dependencies: [
+                "TollgateRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,32 @@
+/// A Lua script identified by the SHA-1 of its source, computed locally.
+///
+/// Knowing the hash up front lets every call send the short EVALSHA and only send the
+/// source after a `NOSCRIPT` reply, with no SCRIPT LOAD round trip at startup.
+public struct RESPScript: Sendable, Hashable {
+    /// The Lua source.
+    public let source: String
+    /// Lowercase hex SHA-1 of `source`, as Redis computes it.
+    public let sha1: String
+
+    /// Hashes `source` once, here, so calls never pay for it.
+    public init(_ source: String) {
+        self.source = source
+        self.sha1 = SHA1.hexDigest(Array(source.utf8))
+    }
+
+    func evalSHACommand(keys: [RESPArgument], args: [RESPArgument]) -> RESPCommand {
+        Self.command("EVALSHA", .string(self.sha1), keys: keys, args: args)
+    }
+
+    func evalCommand(keys: [RESPArgument], args: [RESPArgument]) -> RESPCommand {
+        Self.command("EVAL", .string(self.source), keys: keys, args: args)
+    }
+
+    private static func command(_ name: String, _ body: RESPArgument, keys: [RESPArgument], args: [RESPArgument]) -> RESPCommand {
+        var arguments: [RESPArgument] = [body, .integer(keys.count)]
+        arguments.reserveCapacity(2 + keys.count + args.count)
+        arguments.append(contentsOf: keys)
+        arguments.append(contentsOf: args)
+        return RESPCommand(name, arguments: arguments)
+    }
+}
