@@ -15,8 +15,9 @@ extension Keys {
         static let configuration = CommandConfiguration(
             abstract: "Create a key and print its secret, once.",
             discussion: """
-                Scope patterns: '*' every API; '/' the root; 'api1' exactly /api1; 'api1*' paths starting \
-                with api1; 'api1/' everything below /api1. A key with no --scope reaches nothing.
+                Scope patterns: '*' every API; '/' the root; 'api1' exactly /api1; 'api1*' /api1 and \
+                everything below it (/api1/x, never /api10); 'api1/' everything below /api1. A key with no \
+                --scope reaches nothing.
 
                 Limits: N/PERIOD for every API the key reaches, PATTERN:N/PERIOD for the APIs PATTERN \
                 matches; PERIOD is total, second, minute, hour, day or month (UTC windows).

@@ -63,6 +63,10 @@ import TollgateTestSupport
     @Test(arguments: [
         (["keys", "create", "--limit", "5/weekly"], "N/PERIOD"),
         (["keys", "create", "--scope", "a*b"], "scope pattern"),
+        (["keys", "create", "--scope", "api1/*"], "write 'api1/' for everything below /api1, or 'api1*'"),
+        (["keys", "create", "--scope", "api1/.."], "'..' segment"),
+        (["keys", "create", "--scope", ".."], "'..' segment"),
+        (["keys", "create", "--scope", "*", "--limit", "api1/*:1/total"], "write 'api1/'"),
         (["keys", "create", "--expires", "soon"], "'30d'"),
         (["keys", "create", "--key", "tg_madeup"], "checksum"),
         (["keys", "show", "key_nope"], "keys list"),
