@@ -13,6 +13,7 @@ public enum KeyIssuer {
         now: Timestamp
     ) throws(TollgateError) -> (key: APIKey, secret: String) {
         let secret = secret ?? KeySecret.generate()
+        _ = try KeyID(validating: id.rawValue)
         try validate(secret: secret)
         try validate(draft, now: now)
         let key = APIKey(

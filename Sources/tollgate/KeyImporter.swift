@@ -8,25 +8,47 @@ enum KeyImporter {
         do {
             data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw TollgateError(.invalidInput, "cannot read '\(path)': check the path and its permissions")
+            throw TollgateError(.invalidInput, "cannot read \(TollgateError.quote(path)): check the path and its permissions")
         }
+        let name = path == "-" ? "standard input" : TollgateError.quote(path)
         let decoder = JSONDecoder()
         var keys: [APIKey] = []
+        // Where each id and digest was first seen, so that a repeat names both lines.
+        var lineOfID: [KeyID: Int] = [:]
+        var lineOfDigest: [KeyDigest: Int] = [:]
         var lineNumber = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\t") }) { continue }
+            let key: APIKey
+            let hasOwnID: Bool
             do {
                 let entry = try decoder.decode(KeyImportLine.self, from: line)
-                keys.append(try key(from: entry, now: now))
+                key = try self.key(from: entry, now: now)
+                hasOwnID = entry.id != nil
             } catch let error as TollgateError {
-                throw TollgateError(error.code, "\(path) line \(lineNumber): \(error.message); nothing was imported")
+                throw TollgateError(error.code, "\(name) line \(lineNumber): \(error.message); nothing was imported")
             } catch {
                 throw TollgateError(
                     .invalidInput,
-                    "\(path) line \(lineNumber): not a key object (\(describe(error))); each line needs \"key\" or \"digest\" and \"scopes\"; nothing was imported"
+                    "\(name) line \(lineNumber): not a key object (\(describe(error))); each line needs \"key\" or \"digest\" and \"scopes\"; nothing was imported"
                 )
             }
+            if hasOwnID, let first = lineOfID[key.id] {
+                throw TollgateError(
+                    .invalidInput,
+                    "\(name) lines \(first) and \(lineNumber) both have the id '\(key.id)': give each key its own id; nothing was imported"
+                )
+            }
+            if let first = lineOfDigest[key.digest] {
+                throw TollgateError(
+                    .invalidInput,
+                    "\(name) lines \(first) and \(lineNumber) hold the same key (the same secret or digest): keep one of them; nothing was imported"
+                )
+            }
+            lineOfID[key.id] = lineNumber
+            lineOfDigest[key.digest] = lineNumber
+            keys.append(key)
         }
         return keys
     }
@@ -38,7 +60,7 @@ enum KeyImporter {
             limits: entry.limits ?? [],
             expiresAt: try entry.expiresAt.map { text throws(TollgateError) in try Timestamp(parsing: text, now: now) }
         )
-        let id = entry.id.map(KeyID.init(rawValue:)) ?? .generate()
+        let id = try entry.id.map { text throws(TollgateError) in try KeyID(validating: text) } ?? .generate()
         switch (entry.key, entry.digest) {
         case (let secret?, nil):
             return try KeyIssuer.issue(draft, secret: secret, id: id, now: now).key

@@ -91,7 +91,7 @@ extension Keys {
             try await reportingErrors {
                 let now = SystemWallClock().now
                 guard let key = try await withStore(storeOptions, { store in try await store.key(id: KeyID(rawValue: id)) }) else {
-                    throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
+                    throw noKey(id)
                 }
                 let report = KeyReport(key, now: now)
                 if json { return try printJSON(report) }
@@ -119,7 +119,7 @@ extension Keys {
                 let now = SystemWallClock().now
                 guard let key = try await withStore(storeOptions, { store in try await store.revokeKey(id: KeyID(rawValue: id), at: now) })
                 else {
-                    throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
+                    throw noKey(id)
                 }
                 print("Revoked \(key.id) at \(key.revokedAt ?? now).")
             }
@@ -133,8 +133,10 @@ extension Keys {
                 Each line: {"key": SECRET} or {"digest": SHA256-HEX}, with "scopes": [..], and optionally \
                 "id", "name", "limits": [..] and "expires_at".
 
-                Every line is checked before any key is stored; keys whose secret or id the store already \
-                has are skipped, so an import can be run again.
+                Ids are 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit. Every \
+                line is checked before any key is stored, and an id or key that appears on two lines is \
+                an error naming both; keys whose secret or id the store already has are skipped, so an \
+                import can be run again.
                 """
         )
         @Argument(help: "The NDJSON file, or - for standard input.") var file: String
@@ -149,4 +151,9 @@ extension Keys {
             }
         }
     }
+}
+
+/// The error for an id no key has, quoting at most a short excerpt of what was typed.
+func noKey(_ id: String) -> TollgateError {
+    TollgateError(.keyNotFound, "no key has id \(TollgateError.quote(id)): 'tollgate keys list' shows the ids")
 }

@@ -17,7 +17,7 @@ struct Usage: AsyncParsableCommand {
                 let keys: [APIKey]
                 if let id {
                     guard let key = try await store.key(id: KeyID(rawValue: id)) else {
-                        throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
+                        throw noKey(id)
                     }
                     keys = [key]
                 } else {

@@ -74,13 +74,63 @@ import TollgateTestSupport
         (["usage", "key_nope"], "keys list"),
         (["keys", "create", "--store", "memory:"], "keeps nothing"),
         (["keys", "list", "--store", "postgres://x"], "sqlite:PATH"),
+        (["keys", "show", String(repeating: "x", count: 100_000)], "bytes in all"),
+        (["usage", "key\u{1b}[2J"], "key\\u{1B}[2J"),
     ])
     func errorsSayWhatToDoOnStderrWithAFailingStatus(arguments: [String], hint: String) async throws {
         let withStore = arguments.contains("--store") ? arguments : arguments + ["--store", store]
         let result = try await tollgate(withStore)
-        #expect(result.status != 0)
+        #expect(result.status == 1)
         #expect(result.stdout.isEmpty)
         #expect(result.stderr.contains(hint), "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("tollgate: "))
+        #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr.prefix(300))")
+        #expect(result.stderr.utf8.count < 600, "no input is echoed back whole")
+    }
+
+    /// Ids follow one grammar; a bad one is refused in one short line and nothing is stored.
+    @Test(arguments: [
+        "", " ", "a b", "key\u{7}", "-key", "key/1", String(repeating: "k", count: 65), String(repeating: "k", count: 1_000_000),
+    ])
+    func importRefusesIDsOutsideTheGrammar(id: String) async throws {
+        let line = try String(
+            decoding: JSONSerialization.data(withJSONObject: ["id": id, "key": "some-secret", "scopes": ["*"]]), as: UTF8.self)
+        let result = try await tollgate(
+            ["keys", "import", "-", "--store", store], stdin: "{\"key\": \"fine\", \"scopes\": [\"*\"]}\n" + line + "\n")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("line 2"), "\(result.stderr.prefix(300))")
+        #expect(result.stderr.contains("1 to 64"))
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(result.stderr.utf8.count < 600)
+        #expect(try await keyCount() == 0, "nothing was imported")
+    }
+
+    /// A key or id that appears twice in one file is an error naming both lines, with nothing
+    /// imported; what the store already has is still skipped.
+    @Test func importRefusesDuplicatesWithinTheFileNamingBothLines() async throws {
+        let digest = KeyDigest(secret: "second").hex
+        let cases: [(file: String, lines: String)] = [
+            (
+                "{\"key\": \"first\", \"scopes\": [\"*\"], \"id\": \"k1\"}\n\n{\"key\": \"second\", \"scopes\": [\"*\"], \"id\": \"k1\"}",
+                "lines 1 and 3"
+            ),
+            (
+                "{\"key\": \"first\", \"scopes\": [\"*\"]}\n{\"key\": \"other\", \"scopes\": [\"*\"]}\n{\"key\": \"first\", \"scopes\": [\"api1\"]}",
+                "lines 1 and 3"
+            ),
+            ("{\"key\": \"second\", \"scopes\": [\"*\"]}\n{\"digest\": \"\(digest)\", \"scopes\": [\"*\"]}", "lines 1 and 2"),
+        ]
+        for (file, lines) in cases {
+            let result = try await tollgate(["keys", "import", "-", "--store", store], stdin: file)
+            #expect(result.status == 1)
+            #expect(result.stderr.contains(lines), "\(result.stderr)")
+            #expect(result.stderr.contains("nothing was imported"))
+            #expect(!result.stderr.contains("first") && !result.stderr.contains("second"), "no secret in an error")
+            #expect(try await keyCount() == 0)
+        }
+        let good = "{\"key\": \"first\", \"scopes\": [\"*\"], \"id\": \"k1\"}\n{\"key\": \"second\", \"scopes\": [\"*\"]}\n"
+        #expect(try await tollgate(["keys", "import", "-", "--store", store], stdin: good).stdout.contains("Imported 2 keys"))
+        #expect(try await tollgate(["keys", "import", "-", "--store", store], stdin: good).stdout.contains("Imported 0 keys; skipped 2"))
     }
 
     @Test func importChecksEveryLineFirstAndSkipsWhatExists() async throws {
@@ -201,6 +251,11 @@ import TollgateTestSupport
             await restarted.stop()
             #expect(try await used(id) == persisted + 1)
         }
+    }
+
+    func keyCount() async throws -> Int {
+        let list = try await tollgate(["keys", "list", "--json", "--store", store])
+        return try #require(try list.json() as? [[String: Any]]).count
     }
 
     func used(_ id: String) async throws -> Int {
