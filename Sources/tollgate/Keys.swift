@@ -30,7 +30,10 @@ extension Keys {
         @Option(help: "A name to recognize the key by.") var name = ""
         @Option(name: .customLong("scope"), help: "An API pattern the key may reach (repeatable).") var scopes: [String] = []
         @Option(name: .customLong("limit"), help: "A quota, N/PERIOD or PATTERN:N/PERIOD (repeatable).") var limits: [String] = []
-        @Option(help: "When the key stops working: 30d, 12h, 2030-01-01 or an RFC 3339 time.") var expires: String?
+        @Option(
+            help:
+                "When the key stops working: a span from now (90s, 15m, 12h, 30d, 4w), a date (2030-01-01, midnight UTC) or an RFC 3339 time (2030-01-01T12:00:00+02:00), up to 9999-12-31."
+        ) var expires: String?
         @Option(name: .customLong("key"), help: "Use this secret instead of generating one (e.g. when migrating).") var secret: String?
         @Flag(help: "Print one JSON object.") var json = false
         @OptionGroup var storeOptions: StoreOptions

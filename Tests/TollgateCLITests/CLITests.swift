@@ -74,6 +74,12 @@ import TollgateTestSupport
         (["usage", "key_nope"], "keys list"),
         (["keys", "create", "--store", "memory:"], "keeps nothing"),
         (["keys", "list", "--store", "postgres://x"], "sqlite:PATH"),
+        // Durations and instants out of range are an error, never a trap.
+        (["keys", "create", "--expires", "9223372036854775s"], "out of range"),
+        (["keys", "create", "--expires", "9223372036854775807s"], "out of range"),
+        (["keys", "create", "--expires", "106751991167d"], "out of range"),
+        (["keys", "create", "--expires", "9999999999999w"], "out of range"),
+        (["keys", "create", "--expires", "2030-01-01T00:00:00+99:99"], "RFC 3339"),
         (["keys", "show", String(repeating: "x", count: 100_000)], "bytes in all"),
         (["usage", "key\u{1b}[2J"], "key\\u{1B}[2J"),
     ])
@@ -131,6 +137,13 @@ import TollgateTestSupport
         let good = "{\"key\": \"first\", \"scopes\": [\"*\"], \"id\": \"k1\"}\n{\"key\": \"second\", \"scopes\": [\"*\"]}\n"
         #expect(try await tollgate(["keys", "import", "-", "--store", store], stdin: good).stdout.contains("Imported 2 keys"))
         #expect(try await tollgate(["keys", "import", "-", "--store", store], stdin: good).stdout.contains("Imported 0 keys; skipped 2"))
+    }
+
+    @Test func importRefusesAnExpiryOutOfRange() async throws {
+        let result = try await tollgate(
+            ["keys", "import", "-", "--store", store], stdin: "{\"key\": \"k\", \"scopes\": [\"*\"], \"expires_at\": \"106751991167d\"}\n")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("line 1") && result.stderr.contains("out of range"), "\(result.stderr)")
     }
 
     @Test func importChecksEveryLineFirstAndSkipsWhatExists() async throws {
