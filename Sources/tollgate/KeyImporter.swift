@@ -3,7 +3,13 @@ import TollgateCore
 
 /// Reads a `keys import` file, checking every line before anything is stored.
 enum KeyImporter {
-    static func read(path: String, now: Timestamp) throws(TollgateError) -> [APIKey] {
+    /// The keys a file holds, and the warnings about them, each naming its line.
+    struct Result {
+        var keys: [APIKey]
+        var warnings: [String]
+    }
+
+    static func read(path: String, now: Timestamp, routes: [String]) throws(TollgateError) -> Result {
         let data: Data
         do {
             data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: path))
@@ -12,7 +18,7 @@ enum KeyImporter {
         }
         let name = path == "-" ? "standard input" : TollgateError.quote(path)
         let decoder = JSONDecoder()
-        var keys: [APIKey] = []
+        var result = Result(keys: [], warnings: [])
         // Where each id and digest was first seen, so that a repeat names both lines.
         var lineOfID: [KeyID: Int] = [:]
         var lineOfDigest: [KeyDigest: Int] = [:]
@@ -48,9 +54,11 @@ enum KeyImporter {
             }
             lineOfID[key.id] = lineNumber
             lineOfDigest[key.digest] = lineNumber
-            keys.append(key)
+            let warnings = KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, routes: routes)
+            if !warnings.isEmpty { result.warnings.append("\(name) line \(lineNumber): " + warnings.joined(separator: "; ")) }
+            result.keys.append(key)
         }
-        return keys
+        return result
     }
 
     static func key(from entry: KeyImportLine, now: Timestamp) throws(TollgateError) -> APIKey {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TollgateCore
+import TollgateHTTP
 
 /// `tollgate keys …`: create, list, show, revoke and import keys.
 struct Keys: AsyncParsableCommand {
@@ -49,13 +50,15 @@ extension Keys {
                 )
                 let (key, secret) = try KeyIssuer.issue(draft, secret: self.secret, now: now)
                 try await withStore(storeOptions) { store in try await store.createKey(key) }
+                for warning in KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, routes: servedRoutes) {
+                    printError("warning: \(warning)")
+                }
                 if json {
                     try printJSON(CreatedKey(report: KeyReport(key, now: now), key: secret))
                 } else {
                     print("Created \(key.id)\(key.name.isEmpty ? "" : " (\(key.name))").")
                     print("Its secret, shown this once:")
                     print("  \(secret)")
-                    if key.scopes.isEmpty { printError("warning: the key has no --scope, so it reaches no API") }
                 }
             }
         }
@@ -139,22 +142,32 @@ extension Keys {
                 Ids are 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit. Every \
                 line is checked before any key is stored, and an id or key that appears on two lines is \
                 an error naming both; keys whose secret or id the store already has are skipped, so an \
-                import can be run again.
+                import can be run again. Limits that can never apply are warned about, by line.
                 """
         )
+        /// The most warning lines an import prints; a large file's remaining count follows.
+        static let maximumWarnings = 20
+
         @Argument(help: "The NDJSON file, or - for standard input.") var file: String
         @OptionGroup var storeOptions: StoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                let keys = try KeyImporter.read(path: file, now: now)
-                let inserted = try await withStore(storeOptions) { store in try await store.importKeys(keys) }
-                print("Imported \(inserted) keys; skipped \(keys.count - inserted) that the store already had.")
+                let file = try KeyImporter.read(path: file, now: now, routes: servedRoutes)
+                let inserted = try await withStore(storeOptions) { store in try await store.importKeys(file.keys) }
+                for warning in file.warnings.prefix(Self.maximumWarnings) { printError("warning: \(warning)") }
+                if file.warnings.count > Self.maximumWarnings {
+                    printError("warning: \(file.warnings.count - Self.maximumWarnings) more lines have warnings, not shown")
+                }
+                print("Imported \(inserted) keys; skipped \(file.keys.count - inserted) that the store already had.")
             }
         }
     }
 }
+
+/// The APIs this build serves, which `keys create` and `keys import` check limits against.
+let servedRoutes = APIRoute.defaults.map(\.name)
 
 /// The error for an id no key has, quoting at most a short excerpt of what was typed.
 func noKey(_ id: String) -> TollgateError {

@@ -146,6 +146,42 @@ import TollgateTestSupport
         #expect(result.stderr.contains("line 1") && result.stderr.contains("out of range"), "\(result.stderr)")
     }
 
+    /// Limits that can never meter anything, and zero quotas, are stored with a warning.
+    @Test(arguments: [
+        (["--scope", "api1", "--limit", "api9:10/minute"], "'api9:10/minute' can never apply"),
+        (["--scope", "*", "--limit", "API1:5/total"], "case-sensitive"),
+        (["--scope", "*", "--limit", "0/total"], "quota of 0"),
+        (["--limit", "10/day"], "no scope"),
+    ])
+    func createWarnsAboutLimitsThatCannotApply(arguments: [String], warning: String) async throws {
+        let result = try await tollgate(["keys", "create", "--store", store] + arguments)
+        #expect(result.status == 0)
+        #expect(result.stderr.hasPrefix("tollgate: warning: "))
+        #expect(result.stderr.contains(warning), "\(result.stderr)")
+        #expect(try await keyCount() == 1, "a warning does not refuse the key")
+    }
+
+    @Test func createDoesNotWarnAboutAKeyWhoseLimitsApply() async throws {
+        let result = try await tollgate([
+            "keys", "create", "--store", store, "--scope", "api1*", "--limit", "api1:5/minute", "--limit", "9/day",
+        ])
+        #expect(result.status == 0)
+        #expect(result.stderr.isEmpty, "\(result.stderr)")
+    }
+
+    @Test func importWarnsByLineNumberAndCapsTheWarnings() async throws {
+        var file = "{\"key\": \"useful\", \"scopes\": [\"api1\"], \"limits\": [\"api1:1/day\"]}\n"
+        for index in 2...31 { file += "{\"key\": \"k\(index)\", \"scopes\": [\"api1\"], \"limits\": [\"api9:1/day\"]}\n" }
+        let result = try await tollgate(["keys", "import", "-", "--store", store], stdin: file)
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("Imported 31 keys"))
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 21, "\(result.stderr)")
+        #expect(lines.first?.contains("line 2: limit 'api9:1/day' can never apply") == true)
+        #expect(!result.stderr.contains("line 1:"))
+        #expect(lines.last?.contains("10 more") == true)
+    }
+
     @Test func importChecksEveryLineFirstAndSkipsWhatExists() async throws {
         let digest = KeyDigest(secret: "migrated-secret").hex
         let good = """
