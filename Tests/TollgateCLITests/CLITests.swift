@@ -239,9 +239,26 @@ import TollgateTestSupport
         let again = try await ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
         #expect(
             try await httpRequest(port: again.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429, "usage survives restarts")
+        assertNoDemoSecretInTheFile()
         await again.stop()
+        assertNoDemoSecretInTheFile()
         let keys = try #require(try await tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
         #expect(keys.count == 4)
+        let names = keys.compactMap { $0["name"] as? String }
+        #expect(Set(names) == ["demo key (5 total)", "demo key (10 total)", "demo key (100 total)", "demo key (1000 total)"])
+        let table = try await tollgate(["keys", "list", "--store", store]).stdout
+        for quota in [5, 10, 100, 1000] { #expect(!table.contains("demo\(quota)"), "keys list shows no demo secret") }
+    }
+
+    /// Neither the database nor its WAL holds a demo key's secret, as a name or otherwise.
+    func assertNoDemoSecretInTheFile() {
+        let path = String(store.dropFirst("sqlite:".count))
+        for suffix in ["", "-wal"] {
+            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: path + suffix))) ?? Data()
+            for quota in [5, 10, 100, 1000] {
+                #expect(bytes.range(of: Data("demo\(quota)".utf8)) == nil, "demo\(quota) is in \(path + suffix)")
+            }
+        }
     }
 
     @Test func aSecondServerOnTheSameFileIsRefused() async throws {
