@@ -38,18 +38,18 @@ extension TollgateError {
     public static let excerptLength = 64
 
     /// `text` in single quotes, made safe to print in a one-line message: control and
-    /// non-ASCII characters escaped, and cut after ``excerptLength`` characters, so that a
-    /// megabyte of input is never echoed back.
-    public static func quote(_ text: some StringProtocol) -> String {
-        "'\(excerpt(text))'"
+    /// non-ASCII characters escaped, and cut after `limit` characters, so that a megabyte of
+    /// input is never echoed back. File paths pass a larger limit: their end matters.
+    public static func quote(_ text: some StringProtocol, limit: Int = excerptLength) -> String {
+        "'\(excerpt(text, limit: limit))'"
     }
 
     /// ``quote(_:)`` without the quotes.
-    public static func excerpt(_ text: some StringProtocol) -> String {
+    public static func excerpt(_ text: some StringProtocol, limit: Int = excerptLength) -> String {
         var result = ""
         var count = 0
         for scalar in text.unicodeScalars {
-            if count == excerptLength {
+            if count == limit {
                 return result + "... (\(text.utf8.count) bytes in all)"
             }
             count += 1

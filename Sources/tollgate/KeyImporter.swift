@@ -14,9 +14,9 @@ enum KeyImporter {
         do {
             data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw TollgateError(.invalidInput, "cannot read \(TollgateError.quote(path)): check the path and its permissions")
+            throw TollgateError(.invalidInput, "cannot read \(TollgateError.quote(path, limit: 1024)): check the path and its permissions")
         }
-        let name = path == "-" ? "standard input" : TollgateError.quote(path)
+        let name = path == "-" ? "standard input" : TollgateError.quote(path, limit: 1024)
         let decoder = JSONDecoder()
         var result = Result(keys: [], warnings: [])
         // Where each id and digest was first seen, so that a repeat names both lines.

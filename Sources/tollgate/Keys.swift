@@ -37,7 +37,7 @@ extension Keys {
         ) var expires: String?
         @Option(name: .customLong("key"), help: "Use this secret instead of generating one (e.g. when migrating).") var secret: String?
         @Flag(help: "Print one JSON object.") var json = false
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
@@ -49,7 +49,7 @@ extension Keys {
                     expiresAt: try expires.map { text throws(TollgateError) in try Timestamp(parsing: text, now: now) }
                 )
                 let (key, secret) = try KeyIssuer.issue(draft, secret: self.secret, now: now)
-                try await withStore(storeOptions) { store in try await store.createKey(key) }
+                try await withStore(storeOptions, .create) { store in try await store.createKey(key) }
                 for warning in KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, routes: servedRoutes) {
                     printError("warning: \(warning)")
                 }
@@ -67,12 +67,12 @@ extension Keys {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List keys (never their secrets).")
         @Flag(help: "Print one JSON array.") var json = false
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                let keys = try await withStore(storeOptions) { store in try await store.allKeys() }
+                let keys = try await withStore(storeOptions, .existing) { store in try await store.allKeys() }
                 let reports = keys.map { KeyReport($0, now: now) }
                 if json { return try printJSON(reports) }
                 print("ID".padding(22) + "STATUS".padding(8) + "NAME".padding(16) + "SCOPES".padding(16) + "LIMITS")
@@ -91,12 +91,13 @@ extension Keys {
         static let configuration = CommandConfiguration(abstract: "Show one key (never its secret).")
         @Argument(help: "The key's id.") var id: String
         @Flag(help: "Print one JSON object.") var json = false
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                guard let key = try await withStore(storeOptions, { store in try await store.key(id: KeyID(rawValue: id)) }) else {
+                guard let key = try await withStore(storeOptions, .existing, { store in try await store.key(id: KeyID(rawValue: id)) })
+                else {
                     throw noKey(id)
                 }
                 let report = KeyReport(key, now: now)
@@ -118,12 +119,14 @@ extension Keys {
             abstract: "Revoke a key: a running server refuses it within a second."
         )
         @Argument(help: "The key's id.") var id: String
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                guard let key = try await withStore(storeOptions, { store in try await store.revokeKey(id: KeyID(rawValue: id), at: now) })
+                guard
+                    let key = try await withStore(
+                        storeOptions, .existing, { store in try await store.revokeKey(id: KeyID(rawValue: id), at: now) })
                 else {
                     throw noKey(id)
                 }
@@ -149,13 +152,13 @@ extension Keys {
         static let maximumWarnings = 20
 
         @Argument(help: "The NDJSON file, or - for standard input.") var file: String
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
                 let file = try KeyImporter.read(path: file, now: now, routes: servedRoutes)
-                let inserted = try await withStore(storeOptions) { store in try await store.importKeys(file.keys) }
+                let inserted = try await withStore(storeOptions, .create) { store in try await store.importKeys(file.keys) }
                 for warning in file.warnings.prefix(Self.maximumWarnings) { printError("warning: \(warning)") }
                 if file.warnings.count > Self.maximumWarnings {
                     printError("warning: \(file.warnings.count - Self.maximumWarnings) more lines have warnings, not shown")

@@ -8,12 +8,12 @@ struct Usage: AsyncParsableCommand {
     )
     @Argument(help: "One key's id; all keys when left out.") var id: String?
     @Flag(help: "Print JSON: one object for an id, else an array.") var json = false
-    @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var storeOptions: KeyStoreOptions
 
     func run() async throws {
         try await reportingErrors {
             let now = SystemWallClock().now
-            let reports = try await withStore(storeOptions) { store throws(TollgateError) -> [UsageReport] in
+            let reports = try await withStore(storeOptions, .existing) { store throws(TollgateError) -> [UsageReport] in
                 let keys: [APIKey]
                 if let id {
                     guard let key = try await store.key(id: KeyID(rawValue: id)) else {

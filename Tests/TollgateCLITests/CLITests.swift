@@ -85,6 +85,7 @@ import TollgateTestSupport
     ])
     func errorsSayWhatToDoOnStderrWithAFailingStatus(arguments: [String], hint: String) async throws {
         let withStore = arguments.contains("--store") ? arguments : arguments + ["--store", store]
+        _ = try await createKey(["--scope", "*"])  // so that lookups find a database without the key
         let result = try await tollgate(withStore)
         #expect(result.status == 1)
         #expect(result.stdout.isEmpty)
@@ -180,6 +181,55 @@ import TollgateTestSupport
         #expect(lines.first?.contains("line 2: limit 'api9:1/day' can never apply") == true)
         #expect(!result.stderr.contains("line 1:"))
         #expect(lines.last?.contains("10 more") == true)
+    }
+
+    /// Commands that only read refuse a missing database, naming it, rather than creating an
+    /// empty one that looks like a store without keys.
+    @Test(arguments: [
+        ["keys", "list"], ["keys", "list", "--json"], ["keys", "show", "key_x"], ["keys", "revoke", "key_x"], ["usage"],
+        ["usage", "key_x"],
+    ])
+    func readingCommandsRefuseAMissingDatabase(arguments: [String]) async throws {
+        let missing = directory.appendingPathComponent("tolgate.sqlite").path
+        let result = try await tollgate(arguments + ["--store", "sqlite:" + missing])
+        #expect(result.status == 1)
+        #expect(result.stdout.isEmpty)
+        #expect(result.stderr.hasPrefix("tollgate: no database at '\(missing)'"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(!FileManager.default.fileExists(atPath: missing), "nothing was created")
+    }
+
+    /// A mistyped command is named as unknown, with the commands it could be, in one line.
+    @Test(arguments: [
+        (["kyes", "list"], "unknown command 'kyes' for 'tollgate': did you mean 'keys'?"),
+        (["keys", "lsit"], "unknown command 'lsit' for 'tollgate keys': did you mean 'list'?"),
+        (["usgae"], "did you mean 'usage'?"),
+        (["frobnicate"], "the commands are serve, keys, usage"),
+    ])
+    func aMistypedCommandIsUnknownNotServesUsage(arguments: [String], message: String) async throws {
+        let result = try await tollgate(arguments)
+        #expect(result.status == 64)
+        #expect(result.stderr.hasPrefix("tollgate: "))
+        #expect(result.stderr.contains(message), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(!result.stderr.contains("--admin-port"), "not serve's usage")
+    }
+
+    @Test func helpAndVersionSayWhatEachCommandAccepts() async throws {
+        let version = try await tollgate(["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(version.stdout)")
+        for command in [["keys", "list"], ["keys", "show"], ["keys", "create"], ["keys", "revoke"], ["keys", "import"], ["usage"]] {
+            let help = try await tollgate(command + ["--help"])
+            #expect(help.status == 0)
+            #expect(help.stdout.contains("sqlite:PATH"))
+            #expect(!help.stdout.contains("memory:"), "\(command) refuses memory:, so its help must not offer it")
+        }
+        #expect(try await tollgate(["serve", "--help"]).stdout.contains("memory:"))
+        let create = try await tollgate(["keys", "create", "--help"]).stdout
+        for form in ["90s", "15m", "12h", "30d", "4w", "2030-01-01", "RFC 3339"] {
+            #expect(create.contains(form), "--expires help lists \(form)")
+        }
     }
 
     @Test func importChecksEveryLineFirstAndSkipsWhatExists() async throws {
@@ -319,7 +369,10 @@ import TollgateTestSupport
         }
     }
 
+    var databasePath: String { String(store.dropFirst("sqlite:".count)) }
+
     func keyCount() async throws -> Int {
+        guard FileManager.default.fileExists(atPath: databasePath) else { return 0 }
         let list = try await tollgate(["keys", "list", "--json", "--store", store])
         return try #require(try list.json() as? [[String: Any]]).count
     }
