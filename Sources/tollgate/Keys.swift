@@ -75,14 +75,16 @@ extension Keys {
                 let keys = try await withStore(storeOptions, .existing) { store in try await store.allKeys() }
                 let reports = keys.map { KeyReport($0, now: now) }
                 if json { return try printJSON(reports) }
-                print("ID".padding(22) + "STATUS".padding(8) + "NAME".padding(16) + "SCOPES".padding(16) + "LIMITS")
-                for report in reports {
-                    print(
-                        report.id.rawValue.padding(22) + report.status.padding(8) + report.name.padding(16)
-                            + report.scopes.map(\.description).joined(separator: ",").padding(16)
-                            + report.limits.map(\.description).joined(separator: ",")
-                    )
-                }
+                printTable(
+                    ["ID", "STATUS", "NAME", "SCOPES", "LIMITS", "EXPIRES"],
+                    reports.map { report in
+                        [
+                            report.id.rawValue, report.status, report.name,
+                            report.scopes.map(\.description).joined(separator: ","), limitsText(report.limits, separator: ","),
+                            report.expiresAt ?? "never",
+                        ]
+                    }
+                )
             }
         }
     }
@@ -106,7 +108,7 @@ extension Keys {
                 print("name:     \(report.name)")
                 print("status:   \(report.status)")
                 print("scopes:   \(report.scopes.map(\.description).joined(separator: " "))")
-                print("limits:   \(report.limits.map(\.description).joined(separator: " "))")
+                print("limits:   \(limitsText(report.limits, separator: " "))")
                 print("created:  \(report.createdAt)")
                 if let expires = report.expiresAt { print("expires:  \(expires)") }
                 if let revoked = report.revokedAt { print("revoked:  \(revoked)") }
@@ -175,4 +177,9 @@ let servedRoutes = APIRoute.defaults.map(\.name)
 /// The error for an id no key has, quoting at most a short excerpt of what was typed.
 func noKey(_ id: String) -> TollgateError {
     TollgateError(.keyNotFound, "no key has id \(TollgateError.quote(id)): 'tollgate keys list' shows the ids")
+}
+
+/// A key's limits as listings print them; a key without limits is "unlimited".
+func limitsText(_ limits: [LimitSpec], separator: String) -> String {
+    limits.isEmpty ? "unlimited" : limits.map(\.description).joined(separator: separator)
 }

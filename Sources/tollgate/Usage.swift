@@ -38,8 +38,9 @@ struct Usage: AsyncParsableCommand {
                 for (api, usage) in report.apis.sorted(by: { $0.key < $1.key }) {
                     let reasons = usage.deniedByReason.filter { $0.value > 0 }.sorted { $0.key < $1.key }
                         .map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                    print("  /\(api): \(usage.admitted) admitted, \(usage.denied) denied\(reasons.isEmpty ? "" : " (\(reasons))")")
+                    print("  \(api): \(usage.admitted) admitted, \(usage.denied) denied\(reasons.isEmpty ? "" : " (\(reasons))")")
                 }
+                if report.limits.isEmpty { print("  unlimited (the key has no limits)") }
                 for limit in report.limits {
                     let scope = limit.scope == "*" ? "" : "\(limit.scope):"
                     let reset = limit.resetsAt.map { "resets \($0)" } ?? "never resets"

@@ -232,6 +232,33 @@ import TollgateTestSupport
         }
     }
 
+    /// Text output names APIs as the JSON does, shows each key's expiry, and says "unlimited"
+    /// for a key without limits.
+    @Test func textOutputMatchesTheJSONAndSaysUnlimited() async throws {
+        let (id, key) = try await createKey(["--scope", "api1", "--name", "open"])
+        _ = try await createKey(["--scope", "api2", "--limit", "5/day", "--expires", "2030-01-01"])
+        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+        #expect(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 200)
+        #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", key)]).status == 403)
+        #expect(await server.stop() == 0)
+
+        let usage = try await tollgate(["usage", id, "--store", store]).stdout
+        #expect(usage.contains("  api1: 1 admitted, 0 denied"), "\(usage)")
+        #expect(usage.contains("  api2: 0 admitted, 1 denied (scope_denied 1)"), "\(usage)")
+        #expect(!usage.contains("/api"), "\(usage)")
+        #expect(usage.contains("unlimited"))
+
+        let list = try await tollgate(["keys", "list", "--store", store]).stdout.split(separator: "\n")
+        #expect(list.first?.contains("EXPIRES") == true)
+        let open = try #require(list.first { $0.hasPrefix(id) })
+        #expect(open.contains("unlimited") && open.contains("never"), "\(open)")
+        #expect(list.contains { $0.contains("5/day") && $0.contains("2030-01-01T00:00:00Z") }, "\(list)")
+        // Columns line up: every row starts its STATUS at the same place.
+        let statusColumn = list[0].distance(from: list[0].startIndex, to: try #require(list[0].range(of: "STATUS")).lowerBound)
+        for row in list.dropFirst() { #expect(row.dropFirst(statusColumn).hasPrefix("active"), "\(row)") }
+        #expect(try await tollgate(["keys", "show", id, "--store", store]).stdout.contains("limits:   unlimited"))
+    }
+
     @Test func importChecksEveryLineFirstAndSkipsWhatExists() async throws {
         let digest = KeyDigest(secret: "migrated-secret").hex
         let good = """
