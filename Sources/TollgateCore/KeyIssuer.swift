@@ -38,6 +38,12 @@ public enum KeyIssuer {
         if draft.name.utf8.count > 200 {
             throw TollgateError(.invalidInput, "a key's name may be at most 200 bytes long")
         }
+        // Names are printed in listings and logs: a control character could rewrite a terminal.
+        if draft.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw TollgateError(
+                .invalidInput,
+                "the name \(TollgateError.quote(draft.name)) holds a control character (a tab, newline or escape): use printable text")
+        }
     }
 
     /// An operator's secret must fit in a header and, if it claims the `tg_` format, be one.

@@ -81,6 +81,7 @@ import TollgateTestSupport
         (["keys", "create", "--expires", "9999999999999w"], "out of range"),
         (["keys", "create", "--expires", "2030-01-01T00:00:00+99:99"], "RFC 3339"),
         (["keys", "show", String(repeating: "x", count: 100_000)], "bytes in all"),
+        (["keys", "create", "--name", "x\u{1b}[2J"], "control character"),
         (["usage", "key\u{1b}[2J"], "key\\u{1B}[2J"),
     ])
     func errorsSayWhatToDoOnStderrWithAFailingStatus(arguments: [String], hint: String) async throws {

@@ -40,4 +40,16 @@ import TollgateCore
             try KeyIssuer.issue(KeyDraft(scopes: [.all]), id: KeyID(rawValue: ""), now: Timestamp(secondsSinceEpoch: 0))
         }
     }
+
+    /// Names are printed as they are, so they hold no control characters; any other text is fine.
+    @Test(arguments: ["tab\there", "line\nbreak", "esc\u{1b}[2J", "del\u{7f}", "c1\u{85}"])
+    func refusesNamesWithControlCharacters(name: String) {
+        #expect(throws: TollgateError.self) {
+            try KeyIssuer.issue(KeyDraft(name: name, scopes: [.all]), now: Timestamp(secondsSinceEpoch: 0))
+        }
+    }
+
+    @Test func acceptsPrintableNames() throws {
+        _ = try KeyIssuer.issue(KeyDraft(name: "Partner GmbH – Zürich (5 total)", scopes: [.all]), now: Timestamp(secondsSinceEpoch: 0))
+    }
 }
