@@ -13,6 +13,7 @@ public enum KeyIssuer {
         now: Timestamp
     ) throws(TollgateError) -> (key: APIKey, secret: String) {
         let secret = secret ?? KeySecret.generate()
+        _ = try KeyID(validating: id.rawValue)
         try validate(secret: secret)
         try validate(draft, now: now)
         let key = APIKey(
@@ -36,6 +37,12 @@ public enum KeyIssuer {
         }
         if draft.name.utf8.count > 200 {
             throw TollgateError(.invalidInput, "a key's name may be at most 200 bytes long")
+        }
+        // Names are printed in listings and logs: a control character could rewrite a terminal.
+        if draft.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw TollgateError(
+                .invalidInput,
+                "the name \(TollgateError.quote(draft.name)) holds a control character (a tab, newline or escape): use printable text")
         }
     }
 
@@ -63,7 +70,11 @@ extension Timestamp {
     public init(parsing text: String, now: Timestamp) throws(TollgateError) {
         let bad = TollgateError(
             .invalidTime,
-            "'\(text)' is not a time: write a span such as '30d', '12h', '15m', '90s' or '4w', a date such as '2030-01-01', or an RFC 3339 time such as '2030-01-01T12:00:00Z'"
+            "\(TollgateError.quote(text)) is not a time: write a span such as '30d', '12h', '15m', '90s' or '4w', a date such as '2030-01-01', or an RFC 3339 time such as '2030-01-01T12:00:00Z'"
+        )
+        let outOfRange = TollgateError(
+            .invalidTime,
+            "\(TollgateError.quote(text)) is out of range: a time must lie between \(Timestamp.earliest) and \(Timestamp.latest) (years 0000 to 9999)"
         )
         let bytes = Array(text.utf8)
         if let unit = bytes.last, let count = Int64(String(text.dropLast())), count >= 0 {
@@ -77,8 +88,9 @@ extension Timestamp {
             default: throw bad
             }
             let (total, overflow) = count.multipliedReportingOverflow(by: seconds * 1000)
-            guard !overflow else { throw bad }
-            self = Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch + total)
+            let (end, pastEnd) = now.millisecondsSinceEpoch.addingReportingOverflow(total)
+            guard !overflow, !pastEnd, end <= Timestamp.latest.millisecondsSinceEpoch else { throw outOfRange }
+            self = Timestamp(millisecondsSinceEpoch: end)
             return
         }
         func number(_ range: Range<Int>) throws(TollgateError) -> Int64 {
@@ -113,6 +125,7 @@ extension Timestamp {
             var index = 19
             if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
                 index += 1
+                guard index < bytes.count, bytes[index] >= 0x30, bytes[index] <= 0x39 else { throw bad }
                 var scale: Int64 = 100
                 while index < bytes.count, bytes[index] >= 0x30, bytes[index] <= 0x39 {
                     millis += Int64(bytes[index] - 0x30) * scale
@@ -127,10 +140,16 @@ extension Timestamp {
                 try expect(index, "+-")
                 try expect(index + 3, ":")
                 guard index + 6 == bytes.count else { throw bad }
-                let offset = try number((index + 1)..<(index + 3)) * 3600 + (try number((index + 4)..<(index + 6))) * 60
+                let offsetHours = try number((index + 1)..<(index + 3))
+                let offsetMinutes = try number((index + 4)..<(index + 6))
+                // RFC 3339: an offset is hours 00-23 and minutes 00-59.
+                guard offsetHours < 24, offsetMinutes < 60 else { throw bad }
+                let offset = offsetHours * 3600 + offsetMinutes * 60
                 seconds -= bytes[index] == UInt8(ascii: "+") ? offset : -offset
             }
         }
-        self = Timestamp(millisecondsSinceEpoch: seconds * 1000 + millis)
+        let instant = Timestamp(millisecondsSinceEpoch: seconds * 1000 + millis)
+        guard instant >= Timestamp.earliest, instant <= Timestamp.latest else { throw outOfRange }
+        self = instant
     }
 }

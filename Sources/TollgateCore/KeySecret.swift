@@ -89,6 +89,35 @@ public struct KeyID: Sendable, Hashable, Comparable, Codable, CustomStringConver
         return KeyID(rawValue: "key_" + Base62.random(count: 16, using: &generator))
     }
 
+    /// An id given by an operator (an import, later the admin API), checked against the one
+    /// grammar every id follows: 1 to ``maximumLength`` characters of `A-Z a-z 0-9 _ . -`,
+    /// starting with a letter or digit. Ids are printed, logged and put in URLs and shell
+    /// commands, so an empty, spaced, control-character or huge id is refused.
+    public init(validating text: String) throws(TollgateError) {
+        guard Self.isValid(text) else {
+            throw TollgateError(
+                .invalidInput,
+                "id \(TollgateError.quote(text)) is not valid: an id is 1 to \(Self.maximumLength) letters, digits, '_', '.' or '-', starting with a letter or digit (e.g. key_partner-1)"
+            )
+        }
+        self.init(rawValue: text)
+    }
+
+    /// The longest id accepted.
+    public static let maximumLength = 64
+
+    /// Whether `text` follows the id grammar (see ``init(validating:)``).
+    public static func isValid(_ text: String) -> Bool {
+        let utf8 = text.utf8
+        guard let first = utf8.first, utf8.count <= maximumLength, isAlphanumeric(first) else { return false }
+        return utf8.allSatisfy { isAlphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+    }
+
+    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+            || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+    }
+
     public var description: String { rawValue }
 
     public static func < (lhs: KeyID, rhs: KeyID) -> Bool { lhs.rawValue < rhs.rawValue }

@@ -19,7 +19,7 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
         func bad(_ why: String) -> TollgateError {
             TollgateError(
                 .invalidLimit,
-                "limit '\(spec)' is not valid (\(why)): write N/PERIOD or PATTERN:N/PERIOD, e.g. '1000/day' or 'api1:10/minute', where PERIOD is one of \(QuotaPeriod.allCases.map(\.rawValue).joined(separator: ", "))"
+                "limit \(TollgateError.quote(spec)) is not valid (\(why)): write N/PERIOD or PATTERN:N/PERIOD, e.g. '1000/day' or 'api1:10/minute', where PERIOD is one of \(QuotaPeriod.allCases.map(\.rawValue).joined(separator: ", "))"
             )
         }
         var rest = Substring(spec)
@@ -35,10 +35,10 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
         guard let slash = rest.firstIndex(of: "/") else { throw bad("no '/PERIOD'") }
         let number = rest[..<slash]
         guard !number.isEmpty, number.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let quota = Int64(number) else {
-            throw bad("'\(number)' is not a whole number")
+            throw bad("\(TollgateError.quote(number)) is not a whole number")
         }
         guard let period = QuotaPeriod(rawValue: String(rest[rest.index(after: slash)...]).lowercased()) else {
-            throw bad("'\(rest[rest.index(after: slash)...])' is not a period")
+            throw bad("\(TollgateError.quote(rest[rest.index(after: slash)...])) is not a period")
         }
         self.init(scope: scope, quota: quota, period: period)
     }

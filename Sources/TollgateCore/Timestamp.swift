@@ -11,6 +11,15 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         self.millisecondsSinceEpoch = millisecondsSinceEpoch
     }
 
+    /// The earliest instant Tollgate reads or writes, `0000-01-01T00:00:00Z`: RFC 3339 has
+    /// four-digit years.
+    public static let earliest = Timestamp(millisecondsSinceEpoch: CivilDate(year: 0, month: 1, day: 1).daysSinceEpoch * 86_400_000)
+
+    /// The latest instant Tollgate reads or writes, `9999-12-31T23:59:59.999Z`. Spans and
+    /// times beyond it are refused when parsed, so that no later arithmetic can overflow.
+    public static let latest = Timestamp(
+        millisecondsSinceEpoch: CivilDate(year: 10_000, month: 1, day: 1).daysSinceEpoch * 86_400_000 - 1)
+
     public init(secondsSinceEpoch: Int64) {
         self.millisecondsSinceEpoch = secondsSinceEpoch * 1000
     }

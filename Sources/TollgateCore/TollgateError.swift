@@ -32,3 +32,33 @@ public struct TollgateError: Error, Sendable, Hashable, CustomStringConvertible 
 
     public var description: String { message }
 }
+
+extension TollgateError {
+    /// The most characters of a user's input that an error message repeats.
+    public static let excerptLength = 64
+
+    /// `text` in single quotes, made safe to print in a one-line message: control and
+    /// non-ASCII characters escaped, and cut after `limit` characters, so that a megabyte of
+    /// input is never echoed back. File paths pass a larger limit: their end matters.
+    public static func quote(_ text: some StringProtocol, limit: Int = excerptLength) -> String {
+        "'\(excerpt(text, limit: limit))'"
+    }
+
+    /// ``quote(_:)`` without the quotes.
+    public static func excerpt(_ text: some StringProtocol, limit: Int = excerptLength) -> String {
+        var result = ""
+        var count = 0
+        for scalar in text.unicodeScalars {
+            if count == limit {
+                return result + "... (\(text.utf8.count) bytes in all)"
+            }
+            count += 1
+            if scalar.value >= 0x20 && scalar.value < 0x7F {
+                result.unicodeScalars.append(scalar)
+            } else {
+                result += scalar.escaped(asASCII: true)
+            }
+        }
+        return result
+    }
+}

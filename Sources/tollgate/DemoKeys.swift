@@ -11,16 +11,26 @@ enum DemoKeys {
         for quota in quotas {
             let secret = "demo\(quota)"
             var id: KeyID
-            if let existing = try await store.key(digest: KeyDigest(secret: secret)) {
+            if var existing = try await store.key(digest: KeyDigest(secret: secret)) {
                 id = existing.id
+                // Earlier builds named demo keys by their secret: rename them.
+                if existing.name == secret {
+                    existing.name = name(quota: quota)
+                    try await store.updateKey(existing)
+                }
             } else {
-                let draft = KeyDraft(name: secret, scopes: [.all], limits: [LimitSpec(quota: quota, period: .total)])
+                let draft = KeyDraft(name: name(quota: quota), scopes: [.all], limits: [LimitSpec(quota: quota, period: .total)])
                 let (key, _) = try KeyIssuer.issue(draft, secret: secret, now: now)
                 try await store.createKey(key)
                 id = key.id
             }
             emit("  \(secret.padding(9))\(String(quota).padding(6))\(id)")
         }
+    }
+
+    /// A demo key's name: never its secret, which the store must not hold in any form.
+    static func name(quota: Int64) -> String {
+        "demo key (\(quota) total)"
     }
 
     static func printTryLine(host: String, port: Int) {

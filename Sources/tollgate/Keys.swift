@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TollgateCore
+import TollgateHTTP
 
 /// `tollgate keys …`: create, list, show, revoke and import keys.
 struct Keys: AsyncParsableCommand {
@@ -15,8 +16,9 @@ extension Keys {
         static let configuration = CommandConfiguration(
             abstract: "Create a key and print its secret, once.",
             discussion: """
-                Scope patterns: '*' every API; '/' the root; 'api1' exactly /api1; 'api1*' paths starting \
-                with api1; 'api1/' everything below /api1. A key with no --scope reaches nothing.
+                Scope patterns: '*' every API; '/' the root; 'api1' exactly /api1; 'api1*' /api1 and \
+                everything below it (/api1/x, never /api10); 'api1/' everything below /api1. A key with no \
+                --scope reaches nothing.
 
                 Limits: N/PERIOD for every API the key reaches, PATTERN:N/PERIOD for the APIs PATTERN \
                 matches; PERIOD is total, second, minute, hour, day or month (UTC windows).
@@ -29,10 +31,13 @@ extension Keys {
         @Option(help: "A name to recognize the key by.") var name = ""
         @Option(name: .customLong("scope"), help: "An API pattern the key may reach (repeatable).") var scopes: [String] = []
         @Option(name: .customLong("limit"), help: "A quota, N/PERIOD or PATTERN:N/PERIOD (repeatable).") var limits: [String] = []
-        @Option(help: "When the key stops working: 30d, 12h, 2030-01-01 or an RFC 3339 time.") var expires: String?
+        @Option(
+            help:
+                "When the key stops working: a span from now (90s, 15m, 12h, 30d, 4w), a date (2030-01-01, midnight UTC) or an RFC 3339 time (2030-01-01T12:00:00+02:00), up to 9999-12-31."
+        ) var expires: String?
         @Option(name: .customLong("key"), help: "Use this secret instead of generating one (e.g. when migrating).") var secret: String?
         @Flag(help: "Print one JSON object.") var json = false
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
@@ -44,14 +49,16 @@ extension Keys {
                     expiresAt: try expires.map { text throws(TollgateError) in try Timestamp(parsing: text, now: now) }
                 )
                 let (key, secret) = try KeyIssuer.issue(draft, secret: self.secret, now: now)
-                try await withStore(storeOptions) { store in try await store.createKey(key) }
+                try await withStore(storeOptions, .create) { store in try await store.createKey(key) }
+                for warning in KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, routes: servedRoutes) {
+                    printError("warning: \(warning)")
+                }
                 if json {
                     try printJSON(CreatedKey(report: KeyReport(key, now: now), key: secret))
                 } else {
                     print("Created \(key.id)\(key.name.isEmpty ? "" : " (\(key.name))").")
                     print("Its secret, shown this once:")
                     print("  \(secret)")
-                    if key.scopes.isEmpty { printError("warning: the key has no --scope, so it reaches no API") }
                 }
             }
         }
@@ -60,22 +67,24 @@ extension Keys {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List keys (never their secrets).")
         @Flag(help: "Print one JSON array.") var json = false
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                let keys = try await withStore(storeOptions) { store in try await store.allKeys() }
+                let keys = try await withStore(storeOptions, .existing) { store in try await store.allKeys() }
                 let reports = keys.map { KeyReport($0, now: now) }
                 if json { return try printJSON(reports) }
-                print("ID".padding(22) + "STATUS".padding(8) + "NAME".padding(16) + "SCOPES".padding(16) + "LIMITS")
-                for report in reports {
-                    print(
-                        report.id.rawValue.padding(22) + report.status.padding(8) + report.name.padding(16)
-                            + report.scopes.map(\.description).joined(separator: ",").padding(16)
-                            + report.limits.map(\.description).joined(separator: ",")
-                    )
-                }
+                printTable(
+                    ["ID", "STATUS", "NAME", "SCOPES", "LIMITS", "EXPIRES"],
+                    reports.map { report in
+                        [
+                            report.id.rawValue, report.status, report.name,
+                            report.scopes.map(\.description).joined(separator: ","), limitsText(report.limits, separator: ","),
+                            report.expiresAt ?? "never",
+                        ]
+                    }
+                )
             }
         }
     }
@@ -84,13 +93,14 @@ extension Keys {
         static let configuration = CommandConfiguration(abstract: "Show one key (never its secret).")
         @Argument(help: "The key's id.") var id: String
         @Flag(help: "Print one JSON object.") var json = false
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                guard let key = try await withStore(storeOptions, { store in try await store.key(id: KeyID(rawValue: id)) }) else {
-                    throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
+                guard let key = try await withStore(storeOptions, .existing, { store in try await store.key(id: KeyID(rawValue: id)) })
+                else {
+                    throw noKey(id)
                 }
                 let report = KeyReport(key, now: now)
                 if json { return try printJSON(report) }
@@ -98,7 +108,7 @@ extension Keys {
                 print("name:     \(report.name)")
                 print("status:   \(report.status)")
                 print("scopes:   \(report.scopes.map(\.description).joined(separator: " "))")
-                print("limits:   \(report.limits.map(\.description).joined(separator: " "))")
+                print("limits:   \(limitsText(report.limits, separator: " "))")
                 print("created:  \(report.createdAt)")
                 if let expires = report.expiresAt { print("expires:  \(expires)") }
                 if let revoked = report.revokedAt { print("revoked:  \(revoked)") }
@@ -111,14 +121,16 @@ extension Keys {
             abstract: "Revoke a key: a running server refuses it within a second."
         )
         @Argument(help: "The key's id.") var id: String
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                guard let key = try await withStore(storeOptions, { store in try await store.revokeKey(id: KeyID(rawValue: id), at: now) })
+                guard
+                    let key = try await withStore(
+                        storeOptions, .existing, { store in try await store.revokeKey(id: KeyID(rawValue: id), at: now) })
                 else {
-                    throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
+                    throw noKey(id)
                 }
                 print("Revoked \(key.id) at \(key.revokedAt ?? now).")
             }
@@ -132,20 +144,42 @@ extension Keys {
                 Each line: {"key": SECRET} or {"digest": SHA256-HEX}, with "scopes": [..], and optionally \
                 "id", "name", "limits": [..] and "expires_at".
 
-                Every line is checked before any key is stored; keys whose secret or id the store already \
-                has are skipped, so an import can be run again.
+                Ids are 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit. Every \
+                line is checked before any key is stored, and an id or key that appears on two lines is \
+                an error naming both; keys whose secret or id the store already has are skipped, so an \
+                import can be run again. Limits that can never apply are warned about, by line.
                 """
         )
+        /// The most warning lines an import prints; a large file's remaining count follows.
+        static let maximumWarnings = 20
+
         @Argument(help: "The NDJSON file, or - for standard input.") var file: String
-        @OptionGroup var storeOptions: StoreOptions
+        @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                let keys = try KeyImporter.read(path: file, now: now)
-                let inserted = try await withStore(storeOptions) { store in try await store.importKeys(keys) }
-                print("Imported \(inserted) keys; skipped \(keys.count - inserted) that the store already had.")
+                let file = try KeyImporter.read(path: file, now: now, routes: servedRoutes)
+                let inserted = try await withStore(storeOptions, .create) { store in try await store.importKeys(file.keys) }
+                for warning in file.warnings.prefix(Self.maximumWarnings) { printError("warning: \(warning)") }
+                if file.warnings.count > Self.maximumWarnings {
+                    printError("warning: \(file.warnings.count - Self.maximumWarnings) more lines have warnings, not shown")
+                }
+                print("Imported \(inserted) keys; skipped \(file.keys.count - inserted) that the store already had.")
             }
         }
     }
+}
+
+/// The APIs this build serves, which `keys create` and `keys import` check limits against.
+let servedRoutes = APIRoute.defaults.map(\.name)
+
+/// The error for an id no key has, quoting at most a short excerpt of what was typed.
+func noKey(_ id: String) -> TollgateError {
+    TollgateError(.keyNotFound, "no key has id \(TollgateError.quote(id)): 'tollgate keys list' shows the ids")
+}
+
+/// A key's limits as listings print them; a key without limits is "unlimited".
+func limitsText(_ limits: [LimitSpec], separator: String) -> String {
+    limits.isEmpty ? "unlimited" : limits.map(\.description).joined(separator: separator)
 }

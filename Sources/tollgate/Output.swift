@@ -47,3 +47,17 @@ struct CreatedKey: Encodable {
         try container.encode(key, forKey: .key)
     }
 }
+
+/// Prints rows under a header in columns as wide as their widest cell, two spaces apart.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for row in rows {
+        for (column, cell) in row.enumerated() { widths[column] = max(widths[column], cell.count) }
+    }
+    for row in [header] + rows {
+        let cells = row.enumerated().map { column, cell in
+            column == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[column] - cell.count + 2)
+        }
+        print(cells.joined())
+    }
+}

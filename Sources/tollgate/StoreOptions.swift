@@ -1,9 +1,10 @@
 import ArgumentParser
+import Foundation
 import Logging
 import TollgateCore
 import TollgateSQLite
 
-/// The `--store URL` every command takes.
+/// The `--store URL` that `serve` takes: it alone can use `memory:`.
 struct StoreOptions: ParsableArguments {
     @Option(
         name: .long,
@@ -60,23 +61,46 @@ enum StoreLocation: Equatable {
     }
 }
 
-/// Runs `body` with the store the options name, specialized for its concrete type.
+/// The `--store URL` that the key and usage commands take. `memory:` is not offered: it
+/// would keep nothing between two commands.
+struct KeyStoreOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Where keys and usage live: sqlite:PATH.", valueName: "URL")
+    )
+    var store: String = "sqlite:tollgate.sqlite"
+}
+
+/// What a command does with its store: a command that only reads must not create one.
+enum StoreAccess {
+    /// Reads (or changes) what is there; a missing SQLite file is an error.
+    case existing
+    /// May create the store, as `keys create` and `keys import` do.
+    case create
+}
+
+/// Runs `body` with the store the options name.
 func withStore<T>(
-    _ options: StoreOptions,
-    forServing: Bool = false,
+    _ options: KeyStoreOptions,
+    _ access: StoreAccess,
     logger: Logger = Logger(label: "tollgate"),
     _ body: (any KeyStore) async throws -> T
 ) async throws -> T {
-    switch try options.location() {
+    switch try StoreLocation(parsing: options.store) {
     case .memory:
-        if !forServing {
+        throw TollgateError(
+            .invalidStoreURL,
+            "the memory: store keeps nothing between commands, so this command would change nothing: use it with 'tollgate serve', or use sqlite:PATH"
+        )
+    case .sqlite(let path, let synchronous):
+        if access == .existing && !FileManager.default.fileExists(atPath: path) {
+            // Opening would create an empty database: a mistyped path would then look like
+            // a store without keys.
             throw TollgateError(
                 .invalidStoreURL,
-                "the memory: store keeps nothing between commands, so this command would change nothing: use it with 'tollgate serve', or use sqlite:PATH"
+                "no database at \(TollgateError.quote(path, limit: 1024)): check --store (sqlite:PATH, default sqlite:tollgate.sqlite, relative to the current directory); 'tollgate keys create' or 'tollgate serve' makes one"
             )
         }
-        return try await body(MemoryKeyStore())
-    case .sqlite(let path, let synchronous):
         let store = try SQLiteKeyStore(configuration: .init(path: path, synchronous: synchronous), logger: logger)
         return try await body(store)
     }

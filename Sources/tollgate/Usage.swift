@@ -8,16 +8,16 @@ struct Usage: AsyncParsableCommand {
     )
     @Argument(help: "One key's id; all keys when left out.") var id: String?
     @Flag(help: "Print JSON: one object for an id, else an array.") var json = false
-    @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var storeOptions: KeyStoreOptions
 
     func run() async throws {
         try await reportingErrors {
             let now = SystemWallClock().now
-            let reports = try await withStore(storeOptions) { store throws(TollgateError) -> [UsageReport] in
+            let reports = try await withStore(storeOptions, .existing) { store throws(TollgateError) -> [UsageReport] in
                 let keys: [APIKey]
                 if let id {
                     guard let key = try await store.key(id: KeyID(rawValue: id)) else {
-                        throw TollgateError(.keyNotFound, "no key has id '\(id)': 'tollgate keys list' shows the ids")
+                        throw noKey(id)
                     }
                     keys = [key]
                 } else {
@@ -38,8 +38,9 @@ struct Usage: AsyncParsableCommand {
                 for (api, usage) in report.apis.sorted(by: { $0.key < $1.key }) {
                     let reasons = usage.deniedByReason.filter { $0.value > 0 }.sorted { $0.key < $1.key }
                         .map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                    print("  /\(api): \(usage.admitted) admitted, \(usage.denied) denied\(reasons.isEmpty ? "" : " (\(reasons))")")
+                    print("  \(api): \(usage.admitted) admitted, \(usage.denied) denied\(reasons.isEmpty ? "" : " (\(reasons))")")
                 }
+                if report.limits.isEmpty { print("  unlimited (the key has no limits)") }
                 for limit in report.limits {
                     let scope = limit.scope == "*" ? "" : "\(limit.scope):"
                     let reset = limit.resetsAt.map { "resets \($0)" } ?? "never resets"

@@ -63,6 +63,10 @@ import TollgateTestSupport
     @Test(arguments: [
         (["keys", "create", "--limit", "5/weekly"], "N/PERIOD"),
         (["keys", "create", "--scope", "a*b"], "scope pattern"),
+        (["keys", "create", "--scope", "api1/*"], "write 'api1/' for everything below /api1, or 'api1*'"),
+        (["keys", "create", "--scope", "api1/.."], "'..' segment"),
+        (["keys", "create", "--scope", ".."], "'..' segment"),
+        (["keys", "create", "--scope", "*", "--limit", "api1/*:1/total"], "write 'api1/'"),
         (["keys", "create", "--expires", "soon"], "'30d'"),
         (["keys", "create", "--key", "tg_madeup"], "checksum"),
         (["keys", "show", "key_nope"], "keys list"),
@@ -70,13 +74,190 @@ import TollgateTestSupport
         (["usage", "key_nope"], "keys list"),
         (["keys", "create", "--store", "memory:"], "keeps nothing"),
         (["keys", "list", "--store", "postgres://x"], "sqlite:PATH"),
+        // Durations and instants out of range are an error, never a trap.
+        (["keys", "create", "--expires", "9223372036854775s"], "out of range"),
+        (["keys", "create", "--expires", "9223372036854775807s"], "out of range"),
+        (["keys", "create", "--expires", "106751991167d"], "out of range"),
+        (["keys", "create", "--expires", "9999999999999w"], "out of range"),
+        (["keys", "create", "--expires", "2030-01-01T00:00:00+99:99"], "RFC 3339"),
+        (["keys", "show", String(repeating: "x", count: 100_000)], "bytes in all"),
+        (["keys", "create", "--name", "x\u{1b}[2J"], "control character"),
+        (["usage", "key\u{1b}[2J"], "key\\u{1B}[2J"),
     ])
     func errorsSayWhatToDoOnStderrWithAFailingStatus(arguments: [String], hint: String) async throws {
         let withStore = arguments.contains("--store") ? arguments : arguments + ["--store", store]
+        _ = try await createKey(["--scope", "*"])  // so that lookups find a database without the key
         let result = try await tollgate(withStore)
-        #expect(result.status != 0)
+        #expect(result.status == 1)
         #expect(result.stdout.isEmpty)
         #expect(result.stderr.contains(hint), "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("tollgate: "))
+        #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr.prefix(300))")
+        #expect(result.stderr.utf8.count < 600, "no input is echoed back whole")
+    }
+
+    /// Ids follow one grammar; a bad one is refused in one short line and nothing is stored.
+    @Test(arguments: [
+        "", " ", "a b", "key\u{7}", "-key", "key/1", String(repeating: "k", count: 65), String(repeating: "k", count: 1_000_000),
+    ])
+    func importRefusesIDsOutsideTheGrammar(id: String) async throws {
+        let line = try String(
+            decoding: JSONSerialization.data(withJSONObject: ["id": id, "key": "some-secret", "scopes": ["*"]]), as: UTF8.self)
+        let result = try await tollgate(
+            ["keys", "import", "-", "--store", store], stdin: "{\"key\": \"fine\", \"scopes\": [\"*\"]}\n" + line + "\n")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("line 2"), "\(result.stderr.prefix(300))")
+        #expect(result.stderr.contains("1 to 64"))
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(result.stderr.utf8.count < 600)
+        #expect(try await keyCount() == 0, "nothing was imported")
+    }
+
+    /// A key or id that appears twice in one file is an error naming both lines, with nothing
+    /// imported; what the store already has is still skipped.
+    @Test func importRefusesDuplicatesWithinTheFileNamingBothLines() async throws {
+        let digest = KeyDigest(secret: "second").hex
+        let cases: [(file: String, lines: String)] = [
+            (
+                "{\"key\": \"first\", \"scopes\": [\"*\"], \"id\": \"k1\"}\n\n{\"key\": \"second\", \"scopes\": [\"*\"], \"id\": \"k1\"}",
+                "lines 1 and 3"
+            ),
+            (
+                "{\"key\": \"first\", \"scopes\": [\"*\"]}\n{\"key\": \"other\", \"scopes\": [\"*\"]}\n{\"key\": \"first\", \"scopes\": [\"api1\"]}",
+                "lines 1 and 3"
+            ),
+            ("{\"key\": \"second\", \"scopes\": [\"*\"]}\n{\"digest\": \"\(digest)\", \"scopes\": [\"*\"]}", "lines 1 and 2"),
+        ]
+        for (file, lines) in cases {
+            let result = try await tollgate(["keys", "import", "-", "--store", store], stdin: file)
+            #expect(result.status == 1)
+            #expect(result.stderr.contains(lines), "\(result.stderr)")
+            #expect(result.stderr.contains("nothing was imported"))
+            #expect(!result.stderr.contains("first") && !result.stderr.contains("second"), "no secret in an error")
+            #expect(try await keyCount() == 0)
+        }
+        let good = "{\"key\": \"first\", \"scopes\": [\"*\"], \"id\": \"k1\"}\n{\"key\": \"second\", \"scopes\": [\"*\"]}\n"
+        #expect(try await tollgate(["keys", "import", "-", "--store", store], stdin: good).stdout.contains("Imported 2 keys"))
+        #expect(try await tollgate(["keys", "import", "-", "--store", store], stdin: good).stdout.contains("Imported 0 keys; skipped 2"))
+    }
+
+    @Test func importRefusesAnExpiryOutOfRange() async throws {
+        let result = try await tollgate(
+            ["keys", "import", "-", "--store", store], stdin: "{\"key\": \"k\", \"scopes\": [\"*\"], \"expires_at\": \"106751991167d\"}\n")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("line 1") && result.stderr.contains("out of range"), "\(result.stderr)")
+    }
+
+    /// Limits that can never meter anything, and zero quotas, are stored with a warning.
+    @Test(arguments: [
+        (["--scope", "api1", "--limit", "api9:10/minute"], "'api9:10/minute' can never apply"),
+        (["--scope", "*", "--limit", "API1:5/total"], "case-sensitive"),
+        (["--scope", "*", "--limit", "0/total"], "quota of 0"),
+        (["--limit", "10/day"], "no scope"),
+    ])
+    func createWarnsAboutLimitsThatCannotApply(arguments: [String], warning: String) async throws {
+        let result = try await tollgate(["keys", "create", "--store", store] + arguments)
+        #expect(result.status == 0)
+        #expect(result.stderr.hasPrefix("tollgate: warning: "))
+        #expect(result.stderr.contains(warning), "\(result.stderr)")
+        #expect(try await keyCount() == 1, "a warning does not refuse the key")
+    }
+
+    @Test func createDoesNotWarnAboutAKeyWhoseLimitsApply() async throws {
+        let result = try await tollgate([
+            "keys", "create", "--store", store, "--scope", "api1*", "--limit", "api1:5/minute", "--limit", "9/day",
+        ])
+        #expect(result.status == 0)
+        #expect(result.stderr.isEmpty, "\(result.stderr)")
+    }
+
+    @Test func importWarnsByLineNumberAndCapsTheWarnings() async throws {
+        var file = "{\"key\": \"useful\", \"scopes\": [\"api1\"], \"limits\": [\"api1:1/day\"]}\n"
+        for index in 2...31 { file += "{\"key\": \"k\(index)\", \"scopes\": [\"api1\"], \"limits\": [\"api9:1/day\"]}\n" }
+        let result = try await tollgate(["keys", "import", "-", "--store", store], stdin: file)
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("Imported 31 keys"))
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 21, "\(result.stderr)")
+        #expect(lines.first?.contains("line 2: limit 'api9:1/day' can never apply") == true)
+        #expect(!result.stderr.contains("line 1:"))
+        #expect(lines.last?.contains("10 more") == true)
+    }
+
+    /// Commands that only read refuse a missing database, naming it, rather than creating an
+    /// empty one that looks like a store without keys.
+    @Test(arguments: [
+        ["keys", "list"], ["keys", "list", "--json"], ["keys", "show", "key_x"], ["keys", "revoke", "key_x"], ["usage"],
+        ["usage", "key_x"],
+    ])
+    func readingCommandsRefuseAMissingDatabase(arguments: [String]) async throws {
+        let missing = directory.appendingPathComponent("tolgate.sqlite").path
+        let result = try await tollgate(arguments + ["--store", "sqlite:" + missing])
+        #expect(result.status == 1)
+        #expect(result.stdout.isEmpty)
+        #expect(result.stderr.hasPrefix("tollgate: no database at '\(missing)'"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(!FileManager.default.fileExists(atPath: missing), "nothing was created")
+    }
+
+    /// A mistyped command is named as unknown, with the commands it could be, in one line.
+    @Test(arguments: [
+        (["kyes", "list"], "unknown command 'kyes' for 'tollgate': did you mean 'keys'?"),
+        (["keys", "lsit"], "unknown command 'lsit' for 'tollgate keys': did you mean 'list'?"),
+        (["usgae"], "did you mean 'usage'?"),
+        (["frobnicate"], "the commands are serve, keys, usage"),
+    ])
+    func aMistypedCommandIsUnknownNotServesUsage(arguments: [String], message: String) async throws {
+        let result = try await tollgate(arguments)
+        #expect(result.status == 64)
+        #expect(result.stderr.hasPrefix("tollgate: "))
+        #expect(result.stderr.contains(message), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(!result.stderr.contains("--admin-port"), "not serve's usage")
+    }
+
+    @Test func helpAndVersionSayWhatEachCommandAccepts() async throws {
+        let version = try await tollgate(["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(version.stdout)")
+        for command in [["keys", "list"], ["keys", "show"], ["keys", "create"], ["keys", "revoke"], ["keys", "import"], ["usage"]] {
+            let help = try await tollgate(command + ["--help"])
+            #expect(help.status == 0)
+            #expect(help.stdout.contains("sqlite:PATH"))
+            #expect(!help.stdout.contains("memory:"), "\(command) refuses memory:, so its help must not offer it")
+        }
+        #expect(try await tollgate(["serve", "--help"]).stdout.contains("memory:"))
+        let create = try await tollgate(["keys", "create", "--help"]).stdout
+        for form in ["90s", "15m", "12h", "30d", "4w", "2030-01-01", "RFC 3339"] {
+            #expect(create.contains(form), "--expires help lists \(form)")
+        }
+    }
+
+    /// Text output names APIs as the JSON does, shows each key's expiry, and says "unlimited"
+    /// for a key without limits.
+    @Test func textOutputMatchesTheJSONAndSaysUnlimited() async throws {
+        let (id, key) = try await createKey(["--scope", "api1", "--name", "open"])
+        _ = try await createKey(["--scope", "api2", "--limit", "5/day", "--expires", "2030-01-01"])
+        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+        #expect(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 200)
+        #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", key)]).status == 403)
+        #expect(await server.stop() == 0)
+
+        let usage = try await tollgate(["usage", id, "--store", store]).stdout
+        #expect(usage.contains("  api1: 1 admitted, 0 denied"), "\(usage)")
+        #expect(usage.contains("  api2: 0 admitted, 1 denied (scope_denied 1)"), "\(usage)")
+        #expect(!usage.contains("/api"), "\(usage)")
+        #expect(usage.contains("unlimited"))
+
+        let list = try await tollgate(["keys", "list", "--store", store]).stdout.split(separator: "\n")
+        #expect(list.first?.contains("EXPIRES") == true)
+        let open = try #require(list.first { $0.hasPrefix(id) })
+        #expect(open.contains("unlimited") && open.contains("never"), "\(open)")
+        #expect(list.contains { $0.contains("5/day") && $0.contains("2030-01-01T00:00:00Z") }, "\(list)")
+        // Columns line up: every row starts its STATUS at the same place.
+        let statusColumn = list[0].distance(from: list[0].startIndex, to: try #require(list[0].range(of: "STATUS")).lowerBound)
+        for row in list.dropFirst() { #expect(row.dropFirst(statusColumn).hasPrefix("active"), "\(row)") }
+        #expect(try await tollgate(["keys", "show", id, "--store", store]).stdout.contains("limits:   unlimited"))
     }
 
     @Test func importChecksEveryLineFirstAndSkipsWhatExists() async throws {
@@ -136,9 +317,26 @@ import TollgateTestSupport
         let again = try await ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
         #expect(
             try await httpRequest(port: again.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429, "usage survives restarts")
+        assertNoDemoSecretInTheFile()
         await again.stop()
+        assertNoDemoSecretInTheFile()
         let keys = try #require(try await tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
         #expect(keys.count == 4)
+        let names = keys.compactMap { $0["name"] as? String }
+        #expect(Set(names) == ["demo key (5 total)", "demo key (10 total)", "demo key (100 total)", "demo key (1000 total)"])
+        let table = try await tollgate(["keys", "list", "--store", store]).stdout
+        for quota in [5, 10, 100, 1000] { #expect(!table.contains("demo\(quota)"), "keys list shows no demo secret") }
+    }
+
+    /// Neither the database nor its WAL holds a demo key's secret, as a name or otherwise.
+    func assertNoDemoSecretInTheFile() {
+        let path = String(store.dropFirst("sqlite:".count))
+        for suffix in ["", "-wal"] {
+            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: path + suffix))) ?? Data()
+            for quota in [5, 10, 100, 1000] {
+                #expect(bytes.range(of: Data("demo\(quota)".utf8)) == nil, "demo\(quota) is in \(path + suffix)")
+            }
+        }
     }
 
     @Test func aSecondServerOnTheSameFileIsRefused() async throws {
@@ -197,6 +395,14 @@ import TollgateTestSupport
             await restarted.stop()
             #expect(try await used(id) == persisted + 1)
         }
+    }
+
+    var databasePath: String { String(store.dropFirst("sqlite:".count)) }
+
+    func keyCount() async throws -> Int {
+        guard FileManager.default.fileExists(atPath: databasePath) else { return 0 }
+        let list = try await tollgate(["keys", "list", "--json", "--store", store])
+        return try #require(try list.json() as? [[String: Any]]).count
     }
 
     func used(_ id: String) async throws -> Int {

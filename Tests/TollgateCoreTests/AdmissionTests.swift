@@ -93,6 +93,22 @@ import TollgateCore
         #expect(decision.limits.isEmpty)
     }
 
+    /// A limit's pattern reads paths as scopes do: below a `/`, never a text prefix, so
+    /// `api1*` meters `/api1` and `/api1/x` but leaves `/api10` alone.
+    @Test func aStarLimitMetersItsTreeAndNotLongerNames() throws {
+        _ = try key("k", limits: ["api1*:1/total", "api*:1/total"])
+        for path in ["api10", "api10/x", "api1x", "api2", "api10"] {
+            let decision = decide("k", path)
+            #expect(decision.outcome == .admitted, "\(path)")
+            #expect(decision.limits.isEmpty, "\(path) is metered by \(decision.limits.map(\.policy))")
+        }
+        let first = decide("k", "api1")
+        #expect(first.outcome == .admitted)
+        #expect(first.limits.map(\.policy) == ["api1*-total"])
+        #expect(decide("k", "api1/x").outcome == .quotaExceeded, "/api1/x is below /api1, so api1* meters it")
+        #expect(decide("k", "api").limits.map(\.policy) == ["api*-total"])
+    }
+
     @Test func twoLimitsOnOneCounterTakeOneUnit() throws {
         _ = try key("k", limits: ["5/minute", "*:3/minute"])
         for _ in 0..<3 { #expect(decide("k").outcome == .admitted) }

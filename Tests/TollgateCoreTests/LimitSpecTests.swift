@@ -7,7 +7,8 @@ import TollgateCore
         ("1000/total", LimitSpec(scope: .all, quota: 1000, period: .total)),
         ("*:5/day", LimitSpec(scope: .all, quota: 5, period: .day)),
         ("api1:10/second", LimitSpec(scope: .exact("api1"), quota: 10, period: .second)),
-        ("api*:7/hour", LimitSpec(scope: .prefix("api"), quota: 7, period: .hour)),
+        ("api*:7/hour", LimitSpec(scope: .tree("api"), quota: 7, period: .hour)),
+        ("api1/:7/hour", LimitSpec(scope: .below("api1"), quota: 7, period: .hour)),
         ("/api2:3/MONTH", LimitSpec(scope: .exact("api2"), quota: 3, period: .month)),
         ("0/day", LimitSpec(scope: .all, quota: 0, period: .day)),
     ])
@@ -16,7 +17,8 @@ import TollgateCore
     }
 
     @Test(arguments: [
-        "", "10", "10/", "/minute", "ten/minute", "-1/minute", "10/week", "10/minutes", "a b:1/day", "1.5/day", "99999999999999999999/day",
+        "", "10", "10/", "/minute", "ten/minute", "-1/minute", "10/week", "10/minutes", "a b:1/day", "api1/*:1/day", "..:1/day", "1.5/day",
+        "99999999999999999999/day",
     ])
     func refusesWithTheAcceptedForms(text: String) {
         #expect {
