@@ -298,15 +298,32 @@ public final class SQLiteKeyStore: KeyStore {
             let number = lookups.withLock { $0.batchNumber }
             let digests = Array(Set(batch.map(\.request.digest)))
             var answers = PendingAnswers()
-            let outcome = Result { () throws -> Set<KeyDigest> in
-                let loaded = try pool.read { db in try digests.compactMap { try Self.load(digest: $0, db) } }
+            let outcome = Result { () throws -> (found: Set<KeyDigest>, damaged: Set<KeyDigest>) in
+                // A row that cannot be decoded fails its own requests (503), not the batch.
+                let (loaded, damaged) = try pool.read { db -> ([LoadedKey], [KeyDigest: String]) in
+                    var loaded: [LoadedKey] = []
+                    var damaged: [KeyDigest: String] = [:]
+                    for digest in digests {
+                        do {
+                            if let key = try Self.load(digest: digest, db) { loaded.append(key) }
+                        } catch let error as DatabaseError {
+                            throw error
+                        } catch {
+                            damaged[digest] = "\(error)"
+                        }
+                    }
+                    return (loaded, damaged)
+                }
+                for problem in damaged.values {
+                    logger.error("a key row cannot be read; its requests answer 503", metadata: ["problem": "\(problem)"])
+                }
                 for key in loaded { ledger.load(key.key, version: key.version, counters: key.counters, apis: key.apis) }
                 // A change committed between that read and the loads may have reached the
                 // change feed while the ledger did not hold the key, and been passed over:
                 // now that the keys are held, read their records once more.
-                let records = try pool.read { db in try loaded.compactMap { try Self.record(digest: $0.key.digest, db) } }
+                let records = try pool.read { db in try loaded.compactMap { try? Self.record(digest: $0.key.digest, db) } }
                 for (key, version) in records { ledger.refresh(key, version: version) }
-                return Set(loaded.map(\.key.digest))
+                return (Set(loaded.map(\.key.digest)), Set(damaged.keys))
             }
             // Requests the watchdog answered `503` meanwhile are not answered again.
             let waiting = lookups.withLock { lookups -> [Lookup] in
@@ -317,9 +334,11 @@ public final class SQLiteKeyStore: KeyStore {
                 return waiting
             }
             switch outcome {
-            case .success(let found):
+            case .success(let (found, damaged)):
                 for lookup in waiting {
-                    if found.contains(lookup.request.digest) {
+                    if damaged.contains(lookup.request.digest) {
+                        answers.add(lookup.promise, .storeUnavailable)
+                    } else if found.contains(lookup.request.digest) {
                         admit(lookup.request, promise: lookup.promise, lookUpUnknown: false)
                     } else {
                         ledger.rememberUnknown(lookup.request.digest, now: lookup.request.now)
@@ -641,12 +660,16 @@ extension SQLiteKeyStore {
         }
     }
 
-    /// Writes a key row whose digest is not 32 bytes, as a damaged file would hold.
+    /// Writes a key row (for the secret `damaged`) whose scopes cannot be read, as a damaged
+    /// file, or one written by an older version, could hold.
     public func insertDamagedRowForTesting() async throws(TollgateError) {
         try await write { db in
             try db.execute(
-                sql:
-                    "INSERT INTO keys (\(SQLiteSchema.keyColumns)) VALUES ('key_damaged', x'00', '', '*', '', 0, NULL, NULL, \(SQLiteSchema.nextSeq))"
+                sql: """
+                    INSERT INTO keys (\(SQLiteSchema.keyColumns))
+                    VALUES ('key_damaged', ?, '', 'api1/*', '', 0, NULL, NULL, \(SQLiteSchema.nextSeq))
+                    """,
+                arguments: [Data(KeyDigest(secret: "damaged").bytes)]
             )
         }
     }

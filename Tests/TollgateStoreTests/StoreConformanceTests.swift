@@ -420,6 +420,12 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
                 }
                 #expect(outcome == .keyRevoked)
                 #expect(try await admit(server, secret: "unrelated").outcome == .invalidKey, "lookups still work")
+                // A lookup of the damaged row, batched with healthy ones, fails only itself.
+                try await makeKey(in: cli, secret: "healthy")
+                async let damaged = admit(server, secret: "damaged")
+                async let healthy = admit(server, secret: "healthy")
+                #expect(try await damaged.outcome == .storeUnavailable)
+                #expect(try await healthy.outcome == .admitted)
                 group.cancelAll()
             }
         }
