@@ -57,6 +57,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The shared store: Redis, one Lua script per admission.
+        .target(
+            name: "TollgateRedis",
+            dependencies: [
+                "TollgateCore", "TollgateRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The data plane: one NIOHTTP1 channel handler answering on the event loop.
         .target(
             name: "TollgateHTTP",
@@ -86,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "tollgate",
             dependencies: [
-                "TollgateCore", "TollgateSQLite", "TollgateHTTP", "TollgateAdmin",
+                "TollgateCore", "TollgateSQLite", "TollgateRedis", "TollgateRESP", "TollgateHTTP", "TollgateAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -101,7 +113,7 @@ let package = Package(
         .target(
             name: "TollgateTestSupport",
             dependencies: [
-                "TollgateCore", "TollgateHTTP",
+                "TollgateCore", "TollgateHTTP", "TollgateRESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -115,7 +127,7 @@ let package = Package(
         .testTarget(
             name: "TollgateRESPTests",
             dependencies: [
-                "TollgateRESP",
+                "TollgateRESP", "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -136,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "TollgateStoreTests",
             dependencies: [
-                "TollgateCore", "TollgateSQLite", "TollgateTestSupport",
+                "TollgateCore", "TollgateSQLite", "TollgateRedis", "TollgateRESP", "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -145,7 +157,8 @@ let package = Package(
         .testTarget(
             name: "TollgateHTTPTests",
             dependencies: [
-                "TollgateCore", "TollgateSQLite", "TollgateHTTP", "TollgateAdmin", "TollgateTestSupport",
+                "TollgateCore", "TollgateSQLite", "TollgateRedis", "TollgateRESP", "TollgateHTTP", "TollgateAdmin",
+                "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -45,6 +45,7 @@ final class KeyState {
     private func replace(key: APIKey, carrying counts: [String: UsageCounter]) {
         self.key = key
         generation += 1
+        plans.removeAll()
         policyNames = key.policyNames
         counterIDs = []
         counterOfLimit = []
@@ -60,75 +61,55 @@ final class KeyState {
         counters = counterIDs.map { counts[$0] ?? UsageCounter(windowStart: 0, used: 0) }
     }
 
+    /// The plan for a path and, for each of its counters, the index of this key's counter.
+    struct CachedPlan {
+        var plan: AdmissionPlan
+        var slots: [Int]
+    }
+
+    /// Plans by path, made once per key and path rather than per request; dropped when the
+    /// record changes, and bounded (paths are whatever clients send).
+    private var plans: [String: CachedPlan] = [:]
+
+    func plan(for path: String) -> CachedPlan {
+        if let cached = plans[path] { return cached }
+        let plan = AdmissionPlan(key: key, path: Substring(path))
+        let slots = plan.counters.map { counter in counterIDs.firstIndex(of: counter.id)! }
+        let cached = CachedPlan(plan: plan, slots: slots)
+        if plans.count >= 64 { plans.removeAll(keepingCapacity: true) }
+        plans[path] = cached
+        return cached
+    }
+
     /// Decides a request and, when it is admitted, takes one unit from every counter that
     /// applies: all or nothing, since the caller holds the ledger's lock throughout.
     func decide(_ request: AdmissionRequest) -> AdmissionDecision {
-        let path = Substring(request.path)
-        let outcome: AdmissionDecision.Outcome
         if key.revokedAt != nil {
-            outcome = .keyRevoked
-        } else if key.isExpired(at: request.now) {
-            outcome = .keyExpired
-        } else if !key.reaches(path) {
-            outcome = .scopeDenied
-        } else {
-            outcome = .admitted
+            count(.keyRevoked, api: request.api)
+            return AdmissionDecision(outcome: .keyRevoked, keyID: key.id)
         }
-        guard outcome == .admitted || outcome == .scopeDenied else {
-            count(outcome, api: request.api)
-            return AdmissionDecision(outcome: outcome, keyID: key.id)
+        if key.isExpired(at: request.now) {
+            count(.keyExpired, api: request.api)
+            return AdmissionDecision(outcome: .keyExpired, keyID: key.id)
         }
-
-        var statuses: [LimitStatus] = []
-        statuses.reserveCapacity(key.limits.count)
-        var spentResets: Int64? = 0
-        var anySpent = false
-        for (index, limit) in key.limits.enumerated() where limit.scope.matches(path) {
-            let window = limit.period.window(containing: request.now)
-            let used = counters[counterOfLimit[index]].used(in: window)
-            let isSpent = used >= limit.quota
-            let reset = window.secondsUntilReset(from: request.now)
-            if isSpent && outcome == .admitted {
-                anySpent = true
-                if let current = spentResets, let reset { spentResets = max(current, reset) } else { spentResets = nil }
-            }
-            statuses.append(
-                LimitStatus(
-                    policy: policyNames[index],
-                    quota: limit.quota,
-                    windowSeconds: window.length,
-                    remaining: max(0, limit.quota - used),
-                    resetSeconds: reset,
-                    isSpent: isSpent
-                )
-            )
+        let cached = plan(for: request.path)
+        let plan = cached.plan
+        var used: [Int64] = []
+        used.reserveCapacity(plan.counters.count)
+        for (counter, slot) in zip(plan.counters, cached.slots) {
+            used.append(counters[slot].used(in: counter.period.window(containing: request.now)))
         }
-        if outcome == .scopeDenied || anySpent {
-            let final: AdmissionDecision.Outcome = anySpent ? .quotaExceeded : .scopeDenied
-            count(final, api: request.api)
-            return AdmissionDecision(outcome: final, keyID: key.id, limits: statuses, retryAfter: anySpent ? spentResets : nil)
-        }
-
-        // Every applicable limit has room: take one unit from each counter once, even when
-        // two limits share it. A shared counter is taken at its first limit, so every limit
-        // reads its remaining count after the take.
-        var taken: UInt64 = 0
-        var statusIndex = 0
-        for (index, limit) in key.limits.enumerated() where limit.scope.matches(path) {
-            let slot = counterOfLimit[index]
-            if taken & (1 << UInt64(slot)) == 0 {
-                taken |= 1 << UInt64(slot)
-                let window = limit.period.window(containing: request.now)
-                let used = counters[slot].used(in: window)
+        let decision = plan.evaluate(used: used, now: request.now, keyID: key.id)
+        if decision.outcome == .admitted {
+            for (index, (counter, slot)) in zip(plan.counters, cached.slots).enumerated() {
+                let window = counter.period.window(containing: request.now)
                 // Never move a window backwards: after a clock step back, the later window
                 // keeps counting rather than starting afresh.
-                counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, window.start), used: used + 1)
+                counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, window.start), used: used[index] + 1)
             }
-            statuses[statusIndex].remaining = max(0, limit.quota - counters[slot].used)
-            statusIndex += 1
         }
-        count(.admitted, api: request.api)
-        return AdmissionDecision(outcome: .admitted, keyID: key.id, limits: statuses)
+        count(decision.outcome, api: request.api)
+        return decision
     }
 
     /// Undoes an admission whose request was not served (its commit failed or took too
@@ -140,13 +121,9 @@ final class KeyState {
             apis[request.api] = usage
         }
         guard generation == self.generation else { return }
-        let path = Substring(request.path)
-        var given: UInt64 = 0
-        for (index, limit) in key.limits.enumerated() where limit.scope.matches(path) {
-            let slot = counterOfLimit[index]
-            guard given & (1 << UInt64(slot)) == 0 else { continue }
-            given |= 1 << UInt64(slot)
-            let window = limit.period.window(containing: request.now)
+        let cached = plan(for: request.path)
+        for (counter, slot) in zip(cached.plan.counters, cached.slots) {
+            let window = counter.period.window(containing: request.now)
             if counters[slot].used(in: window) > 0 { counters[slot].used -= 1 }
         }
     }

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import TollgateAdmin
 import TollgateCore
 import TollgateHTTP
+import TollgateRedis
 import TollgateSQLite
 import UnixSignals
 
@@ -74,6 +75,10 @@ struct Serve: AsyncParsableCommand {
                 let store = try SQLiteKeyStore(configuration: configuration, logger: logger)
                 try await serve(store: store, logger: logger)
                 _ = consume lock
+            case .redis(let configuration):
+                let store = try RedisKeyStore(configuration: .init(redis: configuration), logger: logger)
+                try await store.connect()
+                try await serve(store: store, logger: logger)
             }
         }
     }

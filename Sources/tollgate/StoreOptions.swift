@@ -2,13 +2,17 @@ import ArgumentParser
 import Foundation
 import Logging
 import TollgateCore
+import TollgateRESP
+import TollgateRedis
 import TollgateSQLite
 
 /// The `--store URL` that `serve` takes: it alone can use `memory:`.
 struct StoreOptions: ParsableArguments {
     @Option(
         name: .long,
-        help: ArgumentHelp("Where keys and usage live: sqlite:PATH or memory:.", valueName: "URL")
+        help: ArgumentHelp(
+            "Where keys and usage live: sqlite:PATH, redis://HOST:PORT[/DB] (password in TOLLGATE_REDIS_PASSWORD) or memory:.",
+            valueName: "URL")
     )
     var store: String = "sqlite:tollgate.sqlite"
 
@@ -18,8 +22,9 @@ struct StoreOptions: ParsableArguments {
 }
 
 /// A parsed store URL.
-enum StoreLocation: Equatable {
+enum StoreLocation {
     case sqlite(path: String, synchronous: SQLiteKeyStore.Configuration.Synchronous)
+    case redis(RESPConfiguration)
     case memory
 
     /// `sqlite:PATH[?synchronous=full|normal]`, `memory:`; `redis://` is the shared store's
@@ -54,10 +59,23 @@ enum StoreLocation: Equatable {
             self = .sqlite(path: path, synchronous: synchronous)
             return
         }
-        if text.hasPrefix("redis://") {
-            throw TollgateError(.invalidStoreURL, "the Redis store is not in this build yet: use sqlite:PATH or memory:")
+        if text.hasPrefix("redis://") || text.hasPrefix("rediss://") {
+            // The password may come apart from the URL, so that it is not in argv or `ps`.
+            let password = ProcessInfo.processInfo.environment["TOLLGATE_REDIS_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
+            do {
+                self = .redis(try RESPConfiguration(url: text, password: password))
+            } catch {
+                throw TollgateError(
+                    .invalidStoreURL,
+                    "the Redis URL is not valid (\(error.message)): write redis://[USER:PASSWORD@]HOST[:PORT][/DB][?timeout=MS], e.g. redis://127.0.0.1:6379/0; the password may come from TOLLGATE_REDIS_PASSWORD"
+                )
+            }
+            return
         }
-        throw TollgateError(.invalidStoreURL, "'\(text)' is not a store URL: use sqlite:PATH (e.g. sqlite:tollgate.sqlite) or memory:")
+        throw TollgateError(
+            .invalidStoreURL,
+            "'\(TollgateError.quote(text, limit: 200))' is not a store URL: use sqlite:PATH (e.g. sqlite:tollgate.sqlite), redis://HOST:PORT[/DB] or memory:"
+        )
     }
 }
 
@@ -66,7 +84,8 @@ enum StoreLocation: Equatable {
 struct KeyStoreOptions: ParsableArguments {
     @Option(
         name: .long,
-        help: ArgumentHelp("Where keys and usage live: sqlite:PATH.", valueName: "URL")
+        help: ArgumentHelp(
+            "Where keys and usage live: sqlite:PATH or redis://HOST:PORT[/DB] (password in TOLLGATE_REDIS_PASSWORD).", valueName: "URL")
     )
     var store: String = "sqlite:tollgate.sqlite"
 }
@@ -103,5 +122,16 @@ func withStore<T>(
         }
         let store = try SQLiteKeyStore(configuration: .init(path: path, synchronous: synchronous), logger: logger)
         return try await body(store)
+    case .redis(let configuration):
+        let store = try RedisKeyStore(configuration: .init(redis: configuration), logger: logger)
+        try await store.connect()
+        do {
+            let result = try await body(store)
+            await store.close()
+            return result
+        } catch {
+            await store.close()
+            throw error
+        }
     }
 }

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
+import TollgateTestSupport
 
 @testable import TollgateRESP
 

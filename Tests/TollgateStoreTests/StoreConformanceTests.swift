@@ -3,22 +3,45 @@ import NIOCore
 import NIOPosix
 import Testing
 import TollgateCore
+import TollgateRESP
+import TollgateRedis
 import TollgateSQLite
 import TollgateTestSupport
 
-/// Every store the gateway can run on. Each conformance test runs once per kind.
+/// Every store the gateway can run on. Each conformance test runs once per kind; Redis
+/// runs only where `redis-server` is installed (CI installs it), and says so otherwise.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
-    case memory, sqlite
+    case memory, sqlite, redis
 
     var testDescription: String { rawValue }
 
-    func make() throws -> any KeyStore {
+    static var allCases: [StoreKind] {
+        if RedisServer.isAvailable { return [.memory, .sqlite, .redis] }
+        print("redis-server is not installed: the store conformance suite skips the Redis store")
+        return [.memory, .sqlite]
+    }
+
+    func make() async throws -> any KeyStore {
         switch self {
-        case .memory: MemoryKeyStore()
+        case .memory: return MemoryKeyStore()
         case .sqlite:
-            try SQLiteKeyStore(configuration: .init(path: try TestPaths.temporaryDirectory().appendingPathComponent("store.sqlite").path))
+            return try SQLiteKeyStore(
+                configuration: .init(path: try TestPaths.temporaryDirectory().appendingPathComponent("store.sqlite").path)
+            )
+        case .redis:
+            return try await makeRedisStore()
         }
     }
+}
+
+/// A Redis store on the shared test server, in a namespace of its own, connected.
+func makeRedisStore(namespace: String = SharedRedis.uniqueNamespace()) async throws -> RedisKeyStore {
+    let url = try #require(await SharedRedis.url(), "redis-server did not start")
+    var configuration = RedisKeyStore.Configuration(redis: try RESPConfiguration(url: url))
+    configuration.namespace = namespace
+    let store = try RedisKeyStore(configuration: configuration, logger: quietLogger)
+    try await store.connect()
+    return store
 }
 
 /// Asks `store` to decide a request on one of the shared event loops and waits for the answer.
@@ -35,7 +58,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
 @Suite struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func keysAreFoundByIDAndByDigestButNeverHoldTheSecret(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let (key, secret) = try await makeKey(in: store, scopes: ["api1", "api2*"], limits: ["api1:10/minute", "100/day"])
         #expect(try await store.key(id: key.id) == key)
         #expect(try await store.key(digest: KeyDigest(secret: secret)) == key)
@@ -46,7 +69,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
 
     @Test(arguments: StoreKind.allCases)
     func aTakenSecretOrIDIsRefused(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let (key, _) = try await makeKey(in: store, secret: "same")
         await #expect {
             try await makeKey(in: store, secret: "same")
@@ -61,7 +84,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     /// Creating a key whose secret is taken must leave the key in use exactly as it was.
     @Test(arguments: StoreKind.allCases)
     func aRefusedCreateLeavesTheKeyInUseAlone(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let original = try await makeKey(in: store, limits: ["2/total"], secret: "held").key
         #expect(try await admit(store, secret: "held").outcome == .admitted)
         await #expect(throws: TollgateError.self) {
@@ -77,7 +100,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     /// Two operators creating a key with one secret at once: exactly one succeeds.
     @Test(arguments: StoreKind.allCases)
     func racingCreatesOfOneSecretStoreOneKey(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let created = await withTaskGroup(of: Bool.self) { group in
             for _ in 0..<16 {
                 group.addTask { (try? await makeKey(in: store, secret: "contested")) != nil }
@@ -90,7 +113,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
 
     @Test(arguments: StoreKind.allCases)
     func listingPagesInIDOrder(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         var ids: [KeyID] = []
         for _ in 0..<25 { ids.append(try await makeKey(in: store).key.id) }
         let first = try await store.listKeys(after: nil, limit: 10)
@@ -103,7 +126,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
 
     @Test(arguments: StoreKind.allCases)
     func importSkipsKeysTheStoreHas(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let now = SystemWallClock().now
         let existing = try await makeKey(in: store, secret: "one").key
         let fresh = try (0..<3).map { try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "import-\($0)", now: now).key }
@@ -115,7 +138,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
 
     @Test(arguments: StoreKind.allCases)
     func admissionDecidesEveryOutcome(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let now = SystemWallClock().now
         try await makeKey(in: store, scopes: ["api1"], limits: ["2/total"], secret: "limited", now: now)
         try await makeKey(in: store, secret: "expiring", expiresAt: now.adding(seconds: 60), now: now)
@@ -135,7 +158,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
 
     @Test(arguments: StoreKind.allCases)
     func usageCountsPerKeyAndPerAPI(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let key = try await makeKey(in: store, scopes: ["api1", "api2"], limits: ["api1:2/day", "10/total"], secret: "k").key
         for path in ["api1", "api1", "api1", "api2", "api3"] { _ = try await admit(store, secret: "k", path: path) }
         let usage = try #require(try await store.usage(id: key.id))
@@ -150,7 +173,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
 
     @Test(arguments: StoreKind.allCases)
     func updatesKeepUsageAndTakeEffectAtOnce(kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         var key = try await makeKey(in: store, limits: ["1/day"], secret: "k").key
         #expect(try await admit(store, secret: "k").outcome == .admitted)
         #expect(try await admit(store, secret: "k").outcome == .quotaExceeded)
@@ -171,7 +194,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     @Test(arguments: StoreKind.allCases)
     func racingClientsGetExactlyTheQuota(kind: StoreKind) async throws {
         try await LoadLock.exclusively {
-            let store = try kind.make()
+            let store = try await kind.make()
             try await makeKey(in: store, limits: ["api1:150/day", "200/total"], secret: "raced")
             let admitted = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
                 for client in 0..<64 {

@@ -1,0 +1,159 @@
+import TollgateCore
+import TollgateRESP
+
+/// Redis key names, all under one namespace (`tg` by default), so that several
+/// deployments can share a Redis. Everything of one API key carries its id as a hash tag
+/// (`{key_…}`), so that its record and counters hash to one slot, as Redis Cluster requires.
+struct RedisKeys: Sendable {
+    let namespace: String
+
+    var ids: String { namespace + ":ids" }
+    var changes: String { namespace + ":changes" }
+
+    func digest(_ digest: KeyDigest) -> String { namespace + ":digest:" + digest.hex }
+    func record(_ id: KeyID) -> String { "\(namespace):{\(id.rawValue)}:key" }
+    func apiUsage(_ id: KeyID) -> String { "\(namespace):{\(id.rawValue)}:api" }
+    func counter(_ id: KeyID, _ counter: String) -> String { "\(namespace):{\(id.rawValue)}:c:\(counter)" }
+}
+
+/// A key record as a Redis hash: the digest in hex, never the secret; scopes and limits as
+/// their spec texts joined by spaces (neither can hold one), times in ms ("" for none).
+enum RedisRecord {
+    /// `digest, name, scopes, limits, created_at, expires_at, revoked_at`, in that order.
+    static func fields(_ key: APIKey) -> [String] {
+        [
+            key.digest.hex,
+            key.name,
+            key.scopes.map(\.description).joined(separator: " "),
+            key.limits.map(\.description).joined(separator: " "),
+            String(key.createdAt.millisecondsSinceEpoch),
+            key.expiresAt.map { String($0.millisecondsSinceEpoch) } ?? "",
+            key.revokedAt.map { String($0.millisecondsSinceEpoch) } ?? "",
+        ]
+    }
+
+    /// Field-value pairs of a hash reply (a RESP3 map or a RESP2 flat array).
+    static func pairs(_ reply: RESPValue) -> [(String, String)] {
+        if let map = reply.map {
+            return map.compactMap { key, value in key.string.flatMap { k in value.string.map { (k, $0) } } }
+        }
+        let items = reply.array ?? []
+        return stride(from: 0, to: items.count - 1, by: 2).compactMap { index in
+            items[index].string.flatMap { k in items[index + 1].string.map { (k, $0) } }
+        }
+    }
+
+    static func decode(_ reply: RESPValue) throws(TollgateError) -> APIKey {
+        let fields = Dictionary(pairs(reply), uniquingKeysWith: { a, _ in a })
+        func damaged(_ what: String) -> TollgateError {
+            TollgateError(.storeUnavailable, "a key record in Redis has \(what): it was not written by Tollgate")
+        }
+        guard let id = fields["id"], let digest = fields["digest"].flatMap({ KeyDigest(hex: $0) }) else {
+            throw damaged("no id or no valid digest")
+        }
+        guard let created = fields["created_at"].flatMap({ Int64($0) }) else { throw damaged("no created_at") }
+        let scopes = try (fields["scopes"] ?? "").split(separator: " ").map { text throws(TollgateError) in try ScopePattern(parsing: text)
+        }
+        let limits = try (fields["limits"] ?? "").split(separator: " ").map { text throws(TollgateError) in try LimitSpec(parsing: text) }
+        return APIKey(
+            id: KeyID(rawValue: id),
+            digest: digest,
+            name: fields["name"] ?? "",
+            scopes: scopes,
+            limits: limits,
+            createdAt: Timestamp(millisecondsSinceEpoch: created),
+            expiresAt: fields["expires_at"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:)),
+            revokedAt: fields["revoked_at"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:))
+        )
+    }
+}
+
+/// A key's plan for one path with the script's keys and arguments made once.
+struct RedisPlan: Sendable {
+    var plan: AdmissionPlan
+    /// The per-API hash, then one hash per counter: the script's KEYS.
+    var keys: [String]
+    var keyArguments: [RESPArgument]
+    /// Each counter's period and quota: the script's ARGV after the api and the mode.
+    var arguments: [RESPArgument]
+
+    init(key: APIKey, path: String, names: RedisKeys) {
+        plan = AdmissionPlan(key: key, path: Substring(path))
+        keys = [names.apiUsage(key.id)] + plan.counters.map { names.counter(key.id, $0.id) }
+        keyArguments = keys.map { .string($0) }
+        arguments = plan.counters.flatMap { [RESPArgument.string($0.period.rawValue), .string(String($0.quota))] }
+    }
+}
+
+/// The records this instance holds, by digest, with their plans by path; and secrets
+/// known to name no key, remembered briefly so that floods of bad keys do not reach Redis.
+struct Cache: Sendable {
+    let names: RedisKeys
+
+    init(names: RedisKeys) {
+        self.names = names
+    }
+
+    enum Lookup: Sendable {
+        case held(APIKey, RedisPlan)
+        case miss
+        case unknown
+    }
+
+    struct Entry: Sendable {
+        var key: APIKey
+        var plans: [String: RedisPlan] = [:]
+    }
+
+    private var byDigest: [KeyDigest: Entry] = [:]
+    private var digestOfID: [KeyID: KeyDigest] = [:]
+    private var unknown: [KeyDigest: Int64] = [:]
+
+    mutating func lookup(_ digest: KeyDigest, path: String, now: Int64) -> Lookup {
+        guard var entry = byDigest[digest] else {
+            if let until = unknown[digest] {
+                if until > now { return .unknown }
+                unknown[digest] = nil
+            }
+            return .miss
+        }
+        if let plan = entry.plans[path] { return .held(entry.key, plan) }
+        let plan = RedisPlan(key: entry.key, path: path, names: names)
+        if entry.plans.count >= 64 { entry.plans.removeAll() }
+        entry.plans[path] = plan
+        byDigest[digest] = entry
+        return .held(entry.key, plan)
+    }
+
+    mutating func hold(_ key: APIKey, capacity: Int) {
+        unknown[key.digest] = nil
+        if byDigest.count >= capacity { removeAll() }
+        if let old = digestOfID[key.id], old != key.digest { byDigest[old] = nil }
+        byDigest[key.digest] = Entry(key: key)
+        digestOfID[key.id] = key.digest
+    }
+
+    /// Takes a changed record if the key is held, and forgets its digest as unknown.
+    mutating func refresh(_ key: APIKey) {
+        unknown[key.digest] = nil
+        guard let digest = digestOfID[key.id], byDigest[digest] != nil else { return }
+        byDigest[digest] = nil
+        byDigest[key.digest] = Entry(key: key)
+        digestOfID[key.id] = key.digest
+    }
+
+    mutating func forgetUnknown(_ digest: KeyDigest) {
+        unknown[digest] = nil
+    }
+
+    mutating func rememberUnknown(_ digest: KeyDigest, until: Int64) {
+        if unknown.count >= 100_000 { unknown.removeAll(keepingCapacity: true) }
+        unknown[digest] = until
+    }
+
+    mutating func removeAll() {
+        byDigest.removeAll()
+        digestOfID.removeAll()
+        unknown.removeAll()
+    }
+}

@@ -1,0 +1,353 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+import TollgateCore
+import TollgateRESP
+
+/// The shared store: keys and usage in Redis, so that several Tollgate instances share
+/// keys and quotas exactly.
+///
+/// Every admission is one Lua script call ([`RedisScripts.admit`]) that checks and takes
+/// all of a request's quotas atomically on Redis's clock; nothing is counted in this
+/// process, so any number of instances may serve the same keys. Key records are cached
+/// here by digest and follow a change stream in Redis (polled every 200 ms), so creates,
+/// edits and revocations made elsewhere arrive within a second, and at once here.
+///
+/// Fail-closed: when Redis cannot be reached or answers late (the command timeout, 100 ms
+/// by default), a request is answered `503`: serving it would be serving uncounted.
+public final class RedisKeyStore: KeyStore {
+    public struct Configuration: Sendable {
+        public var redis: RESPConfiguration
+        /// How often this instance reads the change stream for keys changed elsewhere.
+        public var changePollInterval: Duration = .milliseconds(200)
+        /// How long a secret no key has is refused without asking Redis again.
+        public var unknownKeyMilliseconds: Int64 = 1000
+        /// How many key records this instance caches; beyond it the cache starts over.
+        public var cachedKeys = 1_000_000
+        /// The prefix of every Redis key Tollgate writes, so that deployments can share a Redis.
+        public var namespace = "tg"
+
+        public init(redis: RESPConfiguration) {
+            self.redis = redis
+        }
+    }
+
+    public let configuration: Configuration
+    let client: RESPClient
+    private let cache: Mutex<Cache>
+    private let names: RedisKeys
+    private let ready = Atomic<Bool>(false)
+    private let logger: Logger
+
+    public init(
+        configuration: Configuration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "tollgate.redis")
+    ) throws(TollgateError) {
+        self.configuration = configuration
+        self.logger = logger
+        names = RedisKeys(namespace: configuration.namespace)
+        cache = Mutex(Cache(names: names))
+        do {
+            client = try RESPClient(configuration: configuration.redis, eventLoopGroup: eventLoopGroup, logger: logger)
+        } catch {
+            throw TollgateError(.invalidStoreURL, "the Redis store's settings are not valid: \(error.message)")
+        }
+    }
+
+    /// Connects, failing with a clear error when Redis cannot be reached: for the CLI,
+    /// which runs one command and must say why it cannot.
+    public func connect() async throws(TollgateError) {
+        do {
+            try await client.connect()
+            ready.store(true, ordering: .relaxed)
+        } catch {
+            throw TollgateError(
+                .storeUnavailable,
+                "cannot reach Redis at \(configuration.redis.host):\(configuration.redis.port) (\(error.message)): check that it runs and the URL and password are right"
+            )
+        }
+    }
+
+    /// Closes the connections (the CLI calls it when done; `run()` does it on shutdown).
+    public func close() async {
+        await client.close()
+    }
+
+    // MARK: Service
+
+    /// Keeps the connections, follows the change stream and checks Redis every 250 ms
+    /// for `/readyz`, until graceful shutdown.
+    public func run() async throws {
+        client.start()
+        var lastChange = await latestChangeID() ?? "0-0"
+        var lastPing = ContinuousClock.now - .seconds(1)
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await Task.sleep(for: configuration.changePollInterval)
+            } catch {
+                break
+            }
+            if ContinuousClock.now - lastPing >= .milliseconds(250) {
+                lastPing = ContinuousClock.now
+                await checkReady()
+            }
+            if let next = await followChanges(after: lastChange) { lastChange = next }
+        }
+        await client.close()
+    }
+
+    private func checkReady() async {
+        let isReady: Bool
+        do {
+            isReady = try await client.execute(RESPCommand("PING")).string == "PONG"
+        } catch {
+            isReady = false
+        }
+        let wasReady = ready.exchange(isReady, ordering: .relaxed)
+        if wasReady && !isReady {
+            logger.error("Redis does not answer; answering 503 until it does")
+        } else if !wasReady && isReady {
+            logger.notice("Redis answers")
+            // Changes made while this instance could not see them may be lost with the
+            // stream (a Redis restart without persistence): read every record afresh.
+            cache.withLock { $0.removeAll() }
+        }
+    }
+
+    private func latestChangeID() async -> String? {
+        let reply = try? await client.execute(RESPCommand("XREVRANGE", .string(names.changes), "+", "-", "COUNT", 1))
+        return reply?.array?.first?.array?.first?.string
+    }
+
+    /// Reads the changes after `after` and refreshes the records this instance holds.
+    /// - Returns: the last change read.
+    private func followChanges(after: String) async -> String? {
+        guard
+            let entries = try? await client.execute(
+                RESPCommand("XRANGE", .string(names.changes), .string("(" + after), "+", "COUNT", 1000)
+            ).array
+        else { return nil }
+        var last: String?
+        for entry in entries {
+            guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
+            last = id
+            let fields = parts[1].array ?? []
+            guard fields.count >= 2, let keyID = fields[1].string else { continue }
+            await refresh(KeyID(rawValue: keyID))
+        }
+        return last
+    }
+
+    /// Reads a record again and takes it if this instance holds the key, and forgets the
+    /// digest as unknown (a new key must work at once).
+    private func refresh(_ id: KeyID) async {
+        guard let key = try? await record(id: id) else { return }
+        cache.withLock { cache in cache.refresh(key) }
+    }
+
+    // MARK: Data plane
+
+    public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
+        let now = request.now.millisecondsSinceEpoch
+        let found = cache.withLock { cache -> Cache.Lookup in cache.lookup(request.digest, path: request.path, now: now) }
+        switch found {
+        case .unknown:
+            promise.succeed(.invalidKey)
+        case .miss:
+            lookUp(request, promise: promise)
+        case .held(let key, let plan):
+            decide(request, key: key, plan: plan, promise: promise)
+        }
+    }
+
+    private func decide(_ request: AdmissionRequest, key: APIKey, plan: RedisPlan, promise: EventLoopPromise<AdmissionDecision>) {
+        if key.revokedAt != nil || key.isExpired(at: request.now) {
+            let outcome: AdmissionDecision.Outcome = key.revokedAt != nil ? .keyRevoked : .keyExpired
+            // Counted without waiting: the answer does not depend on it.
+            _ = client.send(RESPCommand("HINCRBY", .string(plan.keys[0]), .string("\(outcome.rawValue):\(request.api)"), 1))
+            promise.succeed(AdmissionDecision(outcome: outcome, keyID: key.id))
+            return
+        }
+        var args = [RESPArgument.string(request.api), .string(plan.plan.inScope ? "take" : "peek")]
+        args += plan.arguments
+        client.evalScript(RedisScripts.admit, keys: plan.keyArguments, args: args).whenComplete { result in
+            switch result {
+            case .success(let reply):
+                guard let values = reply.array, values.count == plan.plan.counters.count + 2, let nowMillis = values[0].int else {
+                    self.logger.error("the admission script answered something unexpected", metadata: ["reply": "\(reply)"])
+                    promise.succeed(.storeUnavailable)
+                    return
+                }
+                let used = values.dropFirst(2).map { Int64($0.int ?? 0) }
+                let decision = plan.plan.evaluate(used: used, now: Timestamp(millisecondsSinceEpoch: Int64(nowMillis)), keyID: key.id)
+                // The script and the plan must agree; if they ever did not, refuse.
+                if (decision.outcome == .admitted) != (values[1].int == 1) {
+                    self.logger.error("the admission script and the plan disagree", metadata: ["key": "\(key.id)"])
+                    promise.succeed(.storeUnavailable)
+                    return
+                }
+                promise.succeed(decision)
+            case .failure(let error):
+                self.logger.debug("admission failed", metadata: ["key": "\(key.id)", "error": "\(error)"])
+                promise.succeed(.storeUnavailable)
+            }
+        }
+    }
+
+    /// Loads a key this instance does not hold, then decides.
+    private func lookUp(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
+        client.send(RESPCommand("GET", .string(names.digest(request.digest)))).flatMap { reply -> EventLoopFuture<RESPValue?> in
+            guard let id = reply.string else { return promise.futureResult.eventLoop.makeSucceededFuture(nil) }
+            return self.client.send(RESPCommand("HGETALL", .string(self.names.record(KeyID(rawValue: id))))).map { $0 }
+        }.whenComplete { result in
+            switch result {
+            case .success(nil):
+                self.cache.withLock {
+                    $0.rememberUnknown(
+                        request.digest, until: request.now.millisecondsSinceEpoch + self.configuration.unknownKeyMilliseconds)
+                }
+                promise.succeed(.invalidKey)
+            case .success(let reply?):
+                do {
+                    let key = try RedisRecord.decode(reply)
+                    let plan = self.cache.withLock { cache -> RedisPlan? in
+                        cache.hold(key, capacity: self.configuration.cachedKeys)
+                        guard case .held(_, let plan) = cache.lookup(request.digest, path: request.path, now: 0) else { return nil }
+                        return plan
+                    }
+                    guard let plan else {
+                        promise.succeed(.invalidKey)
+                        return
+                    }
+                    self.decide(request, key: key, plan: plan, promise: promise)
+                } catch {
+                    self.logger.error("a key record in Redis cannot be read; its requests answer 503", metadata: ["error": "\(error)"])
+                    promise.succeed(.storeUnavailable)
+                }
+            case .failure(let error):
+                self.logger.debug("key lookup failed", metadata: ["error": "\(error)"])
+                promise.succeed(.storeUnavailable)
+            }
+        }
+    }
+
+    public func isReady() async -> Bool {
+        ready.load(ordering: .relaxed)
+    }
+
+    // MARK: Control plane
+
+    public func createKey(_ key: APIKey) async throws(TollgateError) {
+        let created = try await run(
+            RedisScripts.create,
+            keys: [names.digest(key.digest), names.record(key.id), names.ids, names.changes],
+            args: [key.id.rawValue] + RedisRecord.fields(key)
+        )
+        guard created.int == 1 else {
+            throw TollgateError(.keyExists, "a key with that secret or id exists already: leave out --key to generate a new secret")
+        }
+        cache.withLock { $0.forgetUnknown(key.digest) }
+    }
+
+    public func key(id: KeyID) async throws(TollgateError) -> APIKey? {
+        try await record(id: id)
+    }
+
+    public func key(digest: KeyDigest) async throws(TollgateError) -> APIKey? {
+        guard let id = try await execute(RESPCommand("GET", .string(names.digest(digest)))).string else { return nil }
+        return try await record(id: KeyID(rawValue: id))
+    }
+
+    public func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey] {
+        let start = after.map { "(" + $0.rawValue } ?? "-"
+        let ids =
+            try await execute(
+                RESPCommand("ZRANGE", .string(names.ids), .string(start), "+", "BYLEX", "LIMIT", 0, .integer(limit))
+            ).array ?? []
+        var keys: [APIKey] = []
+        for id in ids.compactMap(\.string) {
+            if let key = try await record(id: KeyID(rawValue: id)) { keys.append(key) }
+        }
+        return keys
+    }
+
+    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+        let fields = RedisRecord.fields(key)
+        let updated = try await run(
+            RedisScripts.update,
+            keys: [names.record(key.id), names.changes],
+            args: [key.id.rawValue, fields[1], fields[2], fields[3], fields[5], fields[6]]
+        )
+        guard updated.int == 1 else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        if let stored = try await record(id: key.id) { cache.withLock { $0.refresh(stored) } }
+    }
+
+    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
+        let revoked = try await run(
+            RedisScripts.revoke,
+            keys: [names.record(id), names.changes],
+            args: [id.rawValue, String(now.millisecondsSinceEpoch)]
+        )
+        guard revoked.int == 1, let key = try await record(id: id) else { return nil }
+        cache.withLock { $0.refresh(key) }
+        return key
+    }
+
+    public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
+        guard let key = try await record(id: id) else { return nil }
+        var counters: [String: UsageCounter] = [:]
+        for counterID in Set(key.limits.map(\.counterID)) {
+            let values = try await execute(RESPCommand("HMGET", .string(names.counter(id, counterID)), "w", "n")).array ?? []
+            if values.count == 2, let start = values[0].string.flatMap({ Int64($0) }), let used = values[1].string.flatMap({ Int64($0) }) {
+                counters[counterID] = UsageCounter(windowStart: start, used: used)
+            }
+        }
+        var apis: [String: APIUsage] = [:]
+        let reply = try await execute(RESPCommand("HGETALL", .string(names.apiUsage(id))))
+        for (field, value) in RedisRecord.pairs(reply) {
+            guard let colon = field.firstIndex(of: ":"), let count = Int64(value) else { continue }
+            let api = String(field[field.index(after: colon)...])
+            switch field[..<colon] {
+            case "admitted": apis[api, default: APIUsage()].admitted = count
+            case "scope_denied": apis[api, default: APIUsage()].scopeDenied = count
+            case "quota_exceeded": apis[api, default: APIUsage()].quotaExceeded = count
+            case "key_revoked": apis[api, default: APIUsage()].keyRevoked = count
+            case "key_expired": apis[api, default: APIUsage()].keyExpired = count
+            default: continue
+            }
+        }
+        return UsageSnapshot(keyID: id, counters: counters, apis: apis)
+    }
+
+    // MARK: Helpers
+
+    private func record(id: KeyID) async throws(TollgateError) -> APIKey? {
+        let reply = try await execute(RESPCommand("HGETALL", .string(names.record(id))))
+        if RedisRecord.pairs(reply).isEmpty { return nil }
+        return try RedisRecord.decode(reply)
+    }
+
+    private func execute(_ command: RESPCommand) async throws(TollgateError) -> RESPValue {
+        let reply: RESPValue
+        do {
+            reply = try await client.execute(command)
+        } catch {
+            throw TollgateError(.storeUnavailable, "Redis failed '\(command.name)': \(error.message)")
+        }
+        if let message = reply.errorMessage {
+            throw TollgateError(.storeUnavailable, "Redis refused '\(command.name)': \(message)")
+        }
+        return reply
+    }
+
+    private func run(_ script: RESPScript, keys: [String], args: [String]) async throws(TollgateError) -> RESPValue {
+        do {
+            return try await client.executeScript(script, keys: keys.map { .string($0) }, args: args.map { .string($0) })
+        } catch {
+            throw TollgateError(.storeUnavailable, "Redis failed a script: \(error.message)")
+        }
+    }
+}

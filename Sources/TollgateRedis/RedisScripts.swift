@@ -1,0 +1,136 @@
+import TollgateRESP
+
+/// The Lua scripts the Redis store runs. Each runs atomically on the Redis server, so the
+/// check and the take of a quota are one step however many Tollgate instances share it.
+enum RedisScripts {
+    /// Admission: reads the time with `TIME` (one clock for every instance), derives each
+    /// counter's current UTC window (calendar months included), checks every counter
+    /// against its quota and, only if all have room, takes one unit from each; counts the
+    /// request per API as admitted or refused. A counter whose stored window is later than
+    /// the current one (the server clock stepped back) keeps counting: a step back never
+    /// resets a quota.
+    ///
+    /// KEYS: the key's per-API hash, then one hash per counter (fields `w`: window start in
+    ///   seconds, `n`: count).
+    /// ARGV: api, mode (`take` or `peek` for a request out of scope), then per counter its
+    ///   period and its quota.
+    /// Returns: { now in ms, 1 if admitted else 0, each counter's count before this request }.
+    static let admit = RESPScript(
+        """
+        local t = redis.call('TIME')
+        local secs = tonumber(t[1])
+        local nowms = secs * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local take = ARGV[2] == 'take'
+        local n = #KEYS - 1
+
+        local function daysFromCivil(y, m, d)
+          if m <= 2 then y = y - 1 end
+          local era = math.floor(y / 400)
+          local yoe = y - era * 400
+          local mp = (m > 2) and (m - 3) or (m + 9)
+          local doy = math.floor((153 * mp + 2) / 5) + d - 1
+          local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+          return era * 146097 + doe - 719468
+        end
+
+        local function civilFromDays(z)
+          z = z + 719468
+          local era = math.floor(z / 146097)
+          local doe = z - era * 146097
+          local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+          local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+          local mp = math.floor((5 * doy + 2) / 153)
+          local m = (mp < 10) and (mp + 3) or (mp - 9)
+          local y = yoe + era * 400
+          if m <= 2 then y = y + 1 end
+          return y, m
+        end
+
+        local lengths = { second = 1, minute = 60, hour = 3600, day = 86400 }
+        local function window(period)
+          if period == 'total' then return 0, nil end
+          local length = lengths[period]
+          if length then
+            local start = math.floor(secs / length) * length
+            return start, start + length
+          end
+          local y, m = civilFromDays(math.floor(secs / 86400))
+          local ny, nm = y, m + 1
+          if nm == 13 then ny, nm = y + 1, 1 end
+          return daysFromCivil(y, m, 1) * 86400, daysFromCivil(ny, nm, 1) * 86400
+        end
+
+        local used, starts, ends = {}, {}, {}
+        local admit = take
+        for i = 1, n do
+          local period = ARGV[1 + 2 * i]
+          local quota = tonumber(ARGV[2 + 2 * i])
+          local start, stop = window(period)
+          local stored = redis.call('HMGET', KEYS[1 + i], 'w', 'n')
+          local w, c = tonumber(stored[1]), tonumber(stored[2]) or 0
+          local u = 0
+          if w and w >= start then
+            u = c
+            if w > start then start = w end
+          end
+          used[i], starts[i], ends[i] = u, start, stop
+          if u >= quota then admit = false end
+        end
+
+        if admit then
+          for i = 1, n do
+            redis.call('HSET', KEYS[1 + i], 'w', starts[i], 'n', used[i] + 1)
+            if ends[i] then redis.call('PEXPIREAT', KEYS[1 + i], ends[i] * 1000 + 60000) end
+          end
+          redis.call('HINCRBY', KEYS[1], 'admitted:' .. ARGV[1], 1)
+        elseif take then
+          redis.call('HINCRBY', KEYS[1], 'quota_exceeded:' .. ARGV[1], 1)
+        else
+          redis.call('HINCRBY', KEYS[1], 'scope_denied:' .. ARGV[1], 1)
+        end
+
+        local reply = { nowms, admit and 1 or 0 }
+        for i = 1, n do reply[2 + i] = used[i] end
+        return reply
+        """
+    )
+
+    /// Creates a key unless its digest or id is taken, in one step.
+    /// KEYS: digest index, record, id index, change stream. ARGV: id, then record fields.
+    static let create = RESPScript(
+        """
+        if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+        redis.call('HSET', KEYS[2], 'id', ARGV[1], 'digest', ARGV[2], 'name', ARGV[3], 'scopes', ARGV[4],
+          'limits', ARGV[5], 'created_at', ARGV[6], 'expires_at', ARGV[7], 'revoked_at', ARGV[8])
+        redis.call('SET', KEYS[1], ARGV[1])
+        redis.call('ZADD', KEYS[3], 0, ARGV[1])
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
+        return 1
+        """
+    )
+
+    /// Changes a key's name, scopes, limits, expiry and revocation (never its digest).
+    /// KEYS: record, change stream. ARGV: id, name, scopes, limits, expires_at, revoked_at.
+    static let update = RESPScript(
+        """
+        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        redis.call('HSET', KEYS[1], 'name', ARGV[2], 'scopes', ARGV[3], 'limits', ARGV[4],
+          'expires_at', ARGV[5], 'revoked_at', ARGV[6])
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
+        return 1
+        """
+    )
+
+    /// Revokes a key unless it is revoked already (the first time stays).
+    /// KEYS: record, change stream. ARGV: id, now in ms.
+    static let revoke = RESPScript(
+        """
+        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if redis.call('HGET', KEYS[1], 'revoked_at') == '' then
+          redis.call('HSET', KEYS[1], 'revoked_at', ARGV[2])
+          redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
+        end
+        return 1
+        """
+    )
+}
