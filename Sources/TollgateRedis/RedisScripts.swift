@@ -16,13 +16,51 @@ enum RedisScripts {
     ///   period and its quota.
     /// Returns: { now in ms, 1 if admitted else 0, each counter's count before this request }.
     static let admit = RESPScript(
-        """
-        local t = redis.call('TIME')
-        local secs = tonumber(t[1])
-        local nowms = secs * 1000 + math.floor(tonumber(t[2]) / 1000)
-        local take = ARGV[2] == 'take'
-        local n = #KEYS - 1
+        windowFunctions + """
+            local t = redis.call('TIME')
+            local secs = tonumber(t[1])
+            local nowms = secs * 1000 + math.floor(tonumber(t[2]) / 1000)
+            local take = ARGV[2] == 'take'
+            local n = #KEYS - 1
 
+            local used, starts, ends = {}, {}, {}
+            local admit = take
+            for i = 1, n do
+              local period = ARGV[1 + 2 * i]
+              local quota = tonumber(ARGV[2 + 2 * i])
+              local start, stop = window(period, secs)
+              local stored = redis.call('HMGET', KEYS[1 + i], 'w', 'n')
+              local w, c = tonumber(stored[1]), tonumber(stored[2]) or 0
+              local u = 0
+              if w and w >= start then
+                u = c
+                if w > start then start = w end
+              end
+              used[i], starts[i], ends[i] = u, start, stop
+              if u >= quota then admit = false end
+            end
+
+            if admit then
+              for i = 1, n do
+                redis.call('HSET', KEYS[1 + i], 'w', starts[i], 'n', used[i] + 1)
+                if ends[i] then redis.call('PEXPIREAT', KEYS[1 + i], ends[i] * 1000 + 60000) end
+              end
+              redis.call('HINCRBY', KEYS[1], 'admitted:' .. ARGV[1], 1)
+            elseif take then
+              redis.call('HINCRBY', KEYS[1], 'quota_exceeded:' .. ARGV[1], 1)
+            else
+              redis.call('HINCRBY', KEYS[1], 'scope_denied:' .. ARGV[1], 1)
+            end
+
+            local reply = { nowms, admit and 1 or 0 }
+            for i = 1, n do reply[2 + i] = used[i] end
+            return reply
+            """
+    )
+
+    /// The UTC window of a period containing an instant, as ``QuotaPeriod/window(containing:)``
+    /// computes it in Swift (the days-from-civil arithmetic for months); tested against it.
+    static let windowFunctions = """
         local function daysFromCivil(y, m, d)
           if m <= 2 then y = y - 1 end
           local era = math.floor(y / 400)
@@ -47,7 +85,7 @@ enum RedisScripts {
         end
 
         local lengths = { second = 1, minute = 60, hour = 3600, day = 86400 }
-        local function window(period)
+        local function window(period, secs)
           if period == 'total' then return 0, nil end
           local length = lengths[period]
           if length then
@@ -60,40 +98,7 @@ enum RedisScripts {
           return daysFromCivil(y, m, 1) * 86400, daysFromCivil(ny, nm, 1) * 86400
         end
 
-        local used, starts, ends = {}, {}, {}
-        local admit = take
-        for i = 1, n do
-          local period = ARGV[1 + 2 * i]
-          local quota = tonumber(ARGV[2 + 2 * i])
-          local start, stop = window(period)
-          local stored = redis.call('HMGET', KEYS[1 + i], 'w', 'n')
-          local w, c = tonumber(stored[1]), tonumber(stored[2]) or 0
-          local u = 0
-          if w and w >= start then
-            u = c
-            if w > start then start = w end
-          end
-          used[i], starts[i], ends[i] = u, start, stop
-          if u >= quota then admit = false end
-        end
-
-        if admit then
-          for i = 1, n do
-            redis.call('HSET', KEYS[1 + i], 'w', starts[i], 'n', used[i] + 1)
-            if ends[i] then redis.call('PEXPIREAT', KEYS[1 + i], ends[i] * 1000 + 60000) end
-          end
-          redis.call('HINCRBY', KEYS[1], 'admitted:' .. ARGV[1], 1)
-        elseif take then
-          redis.call('HINCRBY', KEYS[1], 'quota_exceeded:' .. ARGV[1], 1)
-        else
-          redis.call('HINCRBY', KEYS[1], 'scope_denied:' .. ARGV[1], 1)
-        end
-
-        local reply = { nowms, admit and 1 or 0 }
-        for i = 1, n do reply[2 + i] = used[i] end
-        return reply
         """
-    )
 
     /// Creates a key unless its digest or id is taken, in one step.
     /// KEYS: digest index, record, id index, change stream. ARGV: id, then record fields.
