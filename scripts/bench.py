@@ -45,9 +45,29 @@ def write_keys(path, count):
             f.write('{"digest":"%s","scopes":["api1"],"limits":["100/day"],"id":"key_bench%07d"}\n' % (digest, i))
 
 
-def start_server(binary, store, directory):
-    out = open(os.path.join(directory, "serve.out"), "w+")
-    err = open(os.path.join(directory, "serve.err"), "w")
+def start_redis(directory):
+    """A throwaway redis-server on a free port (no persistence), for the Redis runs."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, "redis://127.0.0.1:%d" % port
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    sys.exit("bench: redis-server did not start")
+
+
+def start_server(binary, store, directory, name="serve"):
+    out = open(os.path.join(directory, name + ".out"), "w+")
+    err = open(os.path.join(directory, name + ".err"), "w")
     process = subprocess.Popen(
         [binary, "serve", "--store", store, "--port", "0", "--admin-port", "0", "--log-level", "warning"],
         stdout=out, stderr=err, cwd=directory,
@@ -59,7 +79,7 @@ def start_server(binary, store, directory):
         if match:
             return process, int(match.group(1))
         if process.poll() is not None:
-            sys.exit("bench: the server exited: " + open(os.path.join(directory, "serve.err")).read())
+            sys.exit("bench: the server exited: " + open(os.path.join(directory, name + ".err")).read())
         time.sleep(0.05)
     process.kill()
     sys.exit("bench: the server did not start within 60 s")
@@ -68,6 +88,16 @@ def start_server(binary, store, directory):
 def to_ms(text):
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk_together(ports, path, header, duration, connections):
+    """wrk against several instances at once, connections split between them; req/s
+    added up, latencies of the slowest."""
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(len(ports)) as pool:
+        runs = list(pool.map(lambda port: run_wrk(port, path, header, duration, connections // len(ports)), ports))
+    return (sum(r[0] for r in runs), max(r[1] for r in runs), max(r[2] for r in runs),
+            sum(r[3] for r in runs), "; ".join(r[4] for r in runs if r[4]))
 
 
 def run_wrk(port, path, header, duration, connections):
@@ -98,34 +128,54 @@ def rss_mb(pid):
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+ADMITTED = {}  # store mode -> median admitted req/s, to compare stores in one run
+
+
 def bench(binary, count, store_mode, args):
     directory = tempfile.mkdtemp(prefix="tollgate-bench-")
     if store_mode == "memory":
-        sys.exit("bench: the memory store cannot import keys; use full or normal")
-    store = "sqlite:" + os.path.join(directory, "bench.sqlite") + ("?synchronous=normal" if store_mode == "normal" else "")
+        sys.exit("bench: the memory store cannot import keys; use full, normal, redis or redis2")
+    redis = None
+    instances = 1
+    if store_mode.startswith("redis"):
+        redis, store = start_redis(directory)
+        instances = 2 if store_mode == "redis2" else 1
+    else:
+        store = "sqlite:" + os.path.join(directory, "bench.sqlite") + ("?synchronous=normal" if store_mode == "normal" else "")
     keys = os.path.join(directory, "keys.ndjson")
     write_keys(keys, count)
     started = time.time()
     subprocess.run([binary, "keys", "import", keys, "--store", store], check=True, stdout=subprocess.DEVNULL)
     import_seconds = time.time() - started
-    process, port = start_server(binary, store, directory)
+    servers = [start_server(binary, store, directory, "serve%d" % i) for i in range(instances)]
+    ports = [port for _, port in servers]
     try:
         for _, path, header in SCENARIOS:  # warm up every path once
-            run_wrk(port, path, header, 1, args.connections)
+            run_wrk_together(ports, path, header, 1, args.connections)
         results = {}
         for _ in range(args.runs):
             for name, path, header in SCENARIOS:
-                results.setdefault(name, []).append(run_wrk(port, path, header, args.duration, args.connections))
-        rss, peak = rss_mb(process.pid)
+                results.setdefault(name, []).append(run_wrk_together(ports, path, header, args.duration, args.connections))
+        rss, peak = rss_mb(servers[0][0].pid)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        for process, _ in servers:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        if redis:
+            redis.kill()
+            redis.wait()
     floor = statistics.median(r[0] for r in results["healthz (floor)"])
-    print("\n## %s keys, store sqlite synchronous=%s (import took %.1f s)" % (f"{count:,}", store_mode, import_seconds))
+    label = {
+        "full": "sqlite synchronous=full", "normal": "sqlite synchronous=normal",
+        "redis": "redis, one instance", "redis2": "redis, two instances driven together",
+    }[store_mode]
+    print("\n## %s keys, store %s (import took %.1f s)" % (f"{count:,}", label, import_seconds))
     print("%-18s %10s %8s %9s %9s %s" % ("scenario", "req/s", "ratio", "p50 ms", "p99 ms", "notes"))
     for name, _, _ in SCENARIOS:
         runs = results[name]
         rps = statistics.median(r[0] for r in runs)
+        if name == "api1 admitted":
+            ADMITTED[store_mode] = rps
         notes = []
         expected_non2xx = not name.startswith(("healthz", "api1 admitted"))
         if not expected_non2xx and any(r[3] for r in runs):
@@ -137,6 +187,9 @@ def bench(binary, count, store_mode, args):
             statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs),
             ", ".join(notes)))
     print("server RSS after the runs: %.1f MiB (peak %.1f MiB)" % (rss, peak))
+    embedded = ADMITTED.get("full") or ADMITTED.get("normal")
+    if store_mode.startswith("redis") and embedded:
+        print("admitted on this store / admitted on SQLite in this run: %.2fx" % (ADMITTED[store_mode] / embedded))
 
 
 def main():
@@ -146,8 +199,10 @@ def main():
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is reported")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--store", choices=["full", "normal"], nargs="+", default=["full"],
-                        help="SQLite synchronous mode(s) to measure")
+    parser.add_argument("--store", choices=["full", "normal", "redis", "redis2"], nargs="+", default=["full"],
+                        help="stores to measure: SQLite synchronous=full or normal; redis (one instance on a "
+                             "redis-server the script starts) or redis2 (two instances on it, driven together). "
+                             "Put full first to get the Redis figures' ratio to SQLite.")
     args = parser.parse_args()
     args.binary = os.path.abspath(args.binary)
     print("wrk -t1 -c%d -d%ds, %d run(s) per scenario, medians; cores: %d" % (
