@@ -296,6 +296,13 @@ public final class RedisKeyStore: KeyStore {
         return key
     }
 
+    /// Deletes the key's counters and per-API counts in one command (they share a slot).
+    public func resetUsage(id: KeyID) async throws(TollgateError) {
+        guard let key = try await record(id: id) else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
+        let counters = Set(key.limits.map(\.counterID)).map { RESPArgument.string(names.counter(id, $0)) }
+        _ = try await execute(RESPCommand("DEL", arguments: [.string(names.apiUsage(id))] + counters))
+    }
+
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
         guard let key = try await record(id: id) else { return nil }
         var counters: [String: UsageCounter] = [:]
