@@ -543,6 +543,29 @@ public final class SQLiteKeyStore: KeyStore {
         return try await read { db in try Self.loadUsage(keyID: id, db) }
     }
 
+    /// Runs on the group-commit queue, so that no batch taken before the reset (holding the
+    /// old counts) commits after it: the ledger's counts are zeroed, then the rows deleted.
+    public func resetUsage(id: KeyID) async throws(TollgateError) {
+        let found = try await storeOperation("write") {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+                writer.async { [self] in
+                    ledger.resetUsage(id: id)
+                    continuation.resume(
+                        with: Result {
+                            try pool.write { db in
+                                try db.execute(sql: "DELETE FROM counters WHERE key_id = ?", arguments: [id.rawValue])
+                                try db.execute(sql: "DELETE FROM api_usage WHERE key_id = ?", arguments: [id.rawValue])
+                                return try Bool.fetchOne(
+                                    db, sql: "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?)", arguments: [id.rawValue])
+                                    ?? false
+                            }
+                        })
+                }
+            }
+        }
+        guard found else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
+    }
+
     // MARK: Reading
 
     struct LoadedKey {
