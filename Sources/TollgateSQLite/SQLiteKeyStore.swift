@@ -82,9 +82,14 @@ public final class SQLiteKeyStore: KeyStore {
             changeFeedStart = try pool.read { db in try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0 }
             fileIdentity = FileIdentity(path: configuration.path)
         } catch {
+            // The hint must fit the cause: a file that is not a database is not a permissions problem.
+            let hint =
+                (error as? DatabaseError)?.resultCode == .SQLITE_NOTADB
+                ? "give --store the path of a Tollgate database, or a path where none exists yet to make one"
+                : "check that the directory exists and is writable"
             throw TollgateError(
                 .storeUnavailable,
-                "cannot open the SQLite store at '\(configuration.path)': \(Self.describe(error)); check that the directory exists and is writable"
+                "cannot open the SQLite store at '\(configuration.path)': \(Self.describe(error)); \(hint)"
             )
         }
     }
