@@ -21,7 +21,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Data-plane port (0 picks a free one).") var port = 3000
     @Option(name: .customLong("admin-host"), help: "Control-plane (health, admin) address.") var adminHost = "127.0.0.1"
     @Option(name: .customLong("admin-port"), help: "Control-plane port (0 picks a free one).") var adminPort = 3001
-    @Flag(help: "Create the demo keys demo5, demo10, demo100 and demo1000 if absent, and print them.") var demo = false
+    @Flag(
+        help:
+            "Create the demo keys demo5, demo10, demo100 and demo1000 (scope *, N/total), or restore them to their full quota, and print them."
+    )
+    var demo = false
     @Option(
         name: .customLong("idle-timeout"),
         help: "Seconds a connection may idle, or take to send its request header fields, before it is closed."
