@@ -1,6 +1,8 @@
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceLifecycle
+import Synchronization
 import TollgateCore
 
 /// The control plane's listener: health now, the admin API and metrics next.
@@ -42,19 +44,51 @@ public enum AdminApplication {
         return router
     }
 
+    /// The control plane as a `Service`; a failure to listen names the address and the
+    /// options that set it, as the data plane's does.
     public static func make(
         configuration: Configuration,
         store: some KeyStore,
         logger: Logger,
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
-    ) -> some ApplicationProtocol {
-        Application(
+    ) -> some Service {
+        let listening = ListeningFlag()
+        let application = Application(
             router: router(store: store),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.idleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tollgate"),
-            onServerRunning: onServerRunning,
+            onServerRunning: { channel in
+                listening.set()
+                await onServerRunning(channel)
+            },
             logger: logger
         )
+        return AdminListener(application: application, configuration: configuration, listening: listening)
+    }
+}
+
+/// Whether a listener got as far as listening: an error before that is a failure to bind.
+final class ListeningFlag: Sendable {
+    private let value = Atomic(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
+}
+
+/// Runs the Hummingbird application, turning a failure to bind into a ``TollgateError``
+/// that names the control plane's address (Hummingbird's own says only "Address in use").
+struct AdminListener<App: ApplicationProtocol>: Service {
+    let application: App
+    let configuration: AdminApplication.Configuration
+    let listening: ListeningFlag
+
+    func run() async throws {
+        do {
+            try await application.run()
+        } catch  where !listening.isSet && !(error is CancellationError) {
+            throw TollgateError.cannotListen(
+                "the control plane", host: configuration.host, port: configuration.port, options: ("--admin-host", "--admin-port"),
+                error: error)
+        }
     }
 }
 

@@ -128,6 +128,14 @@ final class KeyState {
         }
     }
 
+    /// Starts every counter and per-API count again from zero. A new generation, so that a
+    /// request admitted before and answered `503` after gives nothing back to the new counts.
+    func resetUsage() {
+        generation += 1
+        counters = counters.map { _ in UsageCounter(windowStart: 0, used: 0) }
+        apis = [:]
+    }
+
     private func count(_ outcome: AdmissionDecision.Outcome, api: String) {
         apis[api, default: APIUsage()].count(outcome)
         isDirty = true

@@ -42,6 +42,11 @@ public protocol KeyStore: Service {
     /// The key's counters and per-API counts as last recorded.
     func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot?
 
+    /// Starts the key's counters and per-API counts again from zero, so that every limit
+    /// has its full quota; fails with `.keyNotFound` if no key has that id. Units taken
+    /// before the reset are never given back to the new counts.
+    func resetUsage(id: KeyID) async throws(TollgateError)
+
     /// Stores many keys, skipping those whose id or digest is taken.
     /// - Returns: how many were stored.
     func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int

@@ -55,4 +55,8 @@ public struct MemoryKeyStore: KeyStore {
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
         ledger.snapshot(of: id)?.usage
     }
+
+    public func resetUsage(id: KeyID) async throws(TollgateError) {
+        guard ledger.resetUsage(id: id) else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
+    }
 }

@@ -221,6 +221,20 @@ public final class QuotaLedger: Sendable {
         }
     }
 
+    /// Starts a held key's usage again from zero; a persistent ledger's next batch carries
+    /// the zeros.
+    /// - Returns: whether the ledger holds the key.
+    @discardableResult
+    public func resetUsage(id: KeyID) -> Bool {
+        let persistent = configuration.isPersistent
+        return state.withLock { state in
+            guard let keyState = state.byID[id] else { return false }
+            keyState.resetUsage()
+            if persistent { state.markDirty(keyState) }
+            return true
+        }
+    }
+
     /// Forgets that a digest was unknown: a key with it was just created.
     public func forgetUnknown(_ digest: KeyDigest) {
         state.withLock { state in state.unknown[digest] = nil }

@@ -13,6 +13,8 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     let routes: [String: ByteBuffer]
     /// Problem to its prebuilt body (for `quota_exceeded`, the part before the policies).
     let problems: [Problem: ByteBuffer]
+    /// The `quota_exceeded` prefix for a spent limit that never resets (no `Retry-After`).
+    let quotaNeverResetsPrefix = ByteBuffer(string: Problem.quotaNeverResetsPrefix)
     let healthBody = ByteBuffer(string: "{\"status\":\"ok\"}")
     let notReadyBody = ByteBuffer(string: "{\"status\":\"unavailable\"}")
 
@@ -257,9 +259,16 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         }
         let problem = Problem(decision.outcome)
         if problem == .quotaExceeded {
-            if let retryAfter = decision.retryAfter { headers.add(name: "retry-after", value: String(retryAfter)) }
+            // The detail says when to retry only when Retry-After is there to say it.
+            let prefix: ByteBuffer
+            if let retryAfter = decision.retryAfter {
+                headers.add(name: "retry-after", value: String(retryAfter))
+                prefix = shared.problems[.quotaExceeded]!
+            } else {
+                prefix = shared.quotaNeverResetsPrefix
+            }
             let body = Problem.quotaExceededBody(
-                prefix: shared.problems[.quotaExceeded]!,
+                prefix: prefix,
                 policies: decision.limits.filter(\.isSpent).map(\.policy)
             )
             return writeProblem(problem, body: body, headers: headers, isHead: isHead, context: context)

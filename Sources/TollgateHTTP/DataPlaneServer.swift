@@ -53,13 +53,12 @@ public struct DataPlaneServer<Store: KeyStore, Clock: WallClock>: Service {
                 .bind(host: configuration.host, port: configuration.port)
                 .get()
         } catch {
-            throw TollgateError(
-                .invalidInput,
-                "cannot listen on \(configuration.host):\(configuration.port) (\(error)): choose another --host/--port, or stop what is using it"
-            )
+            throw TollgateError.cannotListen(
+                "the data plane", host: configuration.host, port: configuration.port, options: ("--host", "--port"), error: error)
         }
         if let address = channel.localAddress {
-            shared.logger.info("data plane listening", metadata: ["address": "\(address)"])
+            // Debug: whoever runs the server announces it once every listener is up.
+            shared.logger.debug("data plane listening", metadata: ["address": "\(address)"])
             configuration.onListening?(address)
         }
 

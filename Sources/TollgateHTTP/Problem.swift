@@ -42,7 +42,8 @@ public enum Problem: String, Sendable, CaseIterable {
         case .keyRevoked: "The API key has been revoked. Ask its issuer for a new one."
         case .keyExpired: "The API key has expired. Ask its issuer for a new one."
         case .scopeDenied: "The API key is valid but was not granted this API."
-        case .quotaExceeded: "A quota of the API key is spent; 'violated-policies' names it and Retry-After says when it resets."
+        case .quotaExceeded:
+            "A quota of the API key is spent; 'violated-policies' names it and Retry-After says in how many seconds it resets."
         case .notFound: "No API is served at this path."
         case .methodNotAllowed: "This API answers GET and HEAD only."
         case .badPath:
@@ -66,9 +67,19 @@ public enum Problem: String, Sendable, CaseIterable {
         }
     }
 
+    /// The `quota_exceeded` detail when no `Retry-After` is sent: a spent `total` limit
+    /// never resets, so the text must not promise a wait.
+    static let quotaNeverResetsDetail =
+        "A quota of the API key is spent and does not reset (a total limit); 'violated-policies' names it. Ask the key's issuer for more."
+
     /// The RFC 9457 body, built once at start-up; `quota_exceeded` leaves its
     /// `violated-policies` list open for ``quotaExceededBody(prefix:policies:)`` to finish.
-    var prebuiltBody: String {
+    var prebuiltBody: String { prebuiltBody(detail: detail) }
+
+    /// The `quota_exceeded` prefix for an answer without `Retry-After`.
+    static var quotaNeverResetsPrefix: String { Problem.quotaExceeded.prebuiltBody(detail: quotaNeverResetsDetail) }
+
+    private func prebuiltBody(detail: String) -> String {
         let json = "{\"title\":\"\(status.reasonPhrase)\",\"status\":\(status.code),\"detail\":\"\(detail)\",\"code\":\"\(rawValue)\""
         return self == .quotaExceeded ? json + ",\"violated-policies\":[" : json + "}"
     }

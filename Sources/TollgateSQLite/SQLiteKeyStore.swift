@@ -82,9 +82,14 @@ public final class SQLiteKeyStore: KeyStore {
             changeFeedStart = try pool.read { db in try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0 }
             fileIdentity = FileIdentity(path: configuration.path)
         } catch {
+            // The hint must fit the cause: a file that is not a database is not a permissions problem.
+            let hint =
+                (error as? DatabaseError)?.resultCode == .SQLITE_NOTADB
+                ? "give --store the path of a Tollgate database, or a path where none exists yet to make one"
+                : "check that the directory exists and is writable"
             throw TollgateError(
                 .storeUnavailable,
-                "cannot open the SQLite store at '\(configuration.path)': \(Self.describe(error)); check that the directory exists and is writable"
+                "cannot open the SQLite store at '\(configuration.path)': \(Self.describe(error)); \(hint)"
             )
         }
     }
@@ -321,7 +326,7 @@ public final class SQLiteKeyStore: KeyStore {
                 // A change committed between that read and the loads may have reached the
                 // change feed while the ledger did not hold the key, and been passed over:
                 // now that the keys are held, read their records once more.
-                let records = try pool.read { db in try loaded.compactMap { try? Self.record(digest: $0.key.digest, db) } }
+                let records = try pool.read { db in loaded.compactMap { try? Self.record(digest: $0.key.digest, db) } }
                 for (key, version) in records { ledger.refresh(key, version: version) }
                 return (Set(loaded.map(\.key.digest)), Set(damaged.keys))
             }
@@ -541,6 +546,29 @@ public final class SQLiteKeyStore: KeyStore {
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
         if let held = ledger.snapshot(of: id) { return held.usage }
         return try await read { db in try Self.loadUsage(keyID: id, db) }
+    }
+
+    /// Runs on the group-commit queue, so that no batch taken before the reset (holding the
+    /// old counts) commits after it: the ledger's counts are zeroed, then the rows deleted.
+    public func resetUsage(id: KeyID) async throws(TollgateError) {
+        let found = try await storeOperation("write") {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+                writer.async { [self] in
+                    ledger.resetUsage(id: id)
+                    continuation.resume(
+                        with: Result {
+                            try pool.write { db in
+                                try db.execute(sql: "DELETE FROM counters WHERE key_id = ?", arguments: [id.rawValue])
+                                try db.execute(sql: "DELETE FROM api_usage WHERE key_id = ?", arguments: [id.rawValue])
+                                return try Bool.fetchOne(
+                                    db, sql: "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?)", arguments: [id.rawValue])
+                                    ?? false
+                            }
+                        })
+                }
+            }
+        }
+        guard found else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
     }
 
     // MARK: Reading

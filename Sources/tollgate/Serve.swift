@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import TollgateAdmin
 import TollgateCore
 import TollgateHTTP
@@ -21,7 +22,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Data-plane port (0 picks a free one).") var port = 3000
     @Option(name: .customLong("admin-host"), help: "Control-plane (health, admin) address.") var adminHost = "127.0.0.1"
     @Option(name: .customLong("admin-port"), help: "Control-plane port (0 picks a free one).") var adminPort = 3001
-    @Flag(help: "Create the demo keys demo5, demo10, demo100 and demo1000 if absent, and print them.") var demo = false
+    @Flag(
+        help:
+            "Create the demo keys demo5, demo10, demo100 and demo1000 (scope *, N/total), or restore them to their full quota, and print them."
+    )
+    var demo = false
     @Option(
         name: .customLong("idle-timeout"),
         help: "Seconds a connection may idle, or take to send its request header fields, before it is closed."
@@ -84,19 +89,23 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// Generic over the store so that the data plane is specialized for it.
+    ///
+    /// Start-up is ordered so that nothing says the server is up before it is: the demo keys
+    /// are restored, the data plane binds, then the control plane, and only then are both
+    /// addresses printed. A failure at any step names what failed and stops the rest.
     private func serve<Store: KeyStore>(store: Store, logger: Logger) async throws {
-        if demo { try await DemoKeys.ensure(in: store) }
+        let demoLines = demo ? try await DemoKeys.restore(in: store) : []
 
         var dataPlane = DataPlaneConfiguration(host: host, port: port)
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
         let descriptorLimit = DescriptorLimit.raiseToHardLimit()
         dataPlane.maxConnections = maxConnections ?? DataPlaneConfiguration.defaultMaxConnections(descriptorLimit: descriptorLimit)
-        let demo = self.demo
+        let (dataPlaneBound, bound) = AsyncStream<SocketAddress>.makeStream()
+        let dataAddress = AddressBox()
         dataPlane.onListening = { address in
-            let host = address.ipAddress ?? "127.0.0.1"
-            let port = address.port ?? 0
-            emit("Data plane: http://\(urlHost(host)):\(port)")
-            if demo { DemoKeys.printTryLine(host: host, port: port) }
+            dataAddress.set(address)
+            bound.yield(address)
+            bound.finish()
         }
         let server = DataPlaneServer(configuration: dataPlane, store: store, clock: SystemWallClock(), logger: logger)
         let admin = AdminApplication.make(
@@ -104,9 +113,18 @@ struct Serve: AsyncParsableCommand {
             store: store,
             logger: logger,
             onServerRunning: { channel in
-                if let address = channel.localAddress {
-                    emit("Control plane: http://\(urlHost(address.ipAddress ?? "127.0.0.1")):\(address.port ?? 0)")
-                }
+                // Both listeners are up: the data plane bound before the control plane began.
+                guard let data = dataAddress.value else { return }
+                let host = data.ipAddress ?? "127.0.0.1"
+                let port = data.port ?? 0
+                let adminAddress = channel.localAddress
+                let adminURL = "http://\(urlHost(adminAddress?.ipAddress ?? "127.0.0.1")):\(adminAddress?.port ?? 0)"
+                for line in demoLines { emit(line) }
+                emit("Data plane: http://\(urlHost(host)):\(port)")
+                emit("Control plane: \(adminURL)")
+                if !demoLines.isEmpty { DemoKeys.printTryLine(host: host, port: port) }
+                emit("Serving; Ctrl-C (SIGINT) or SIGTERM stops after in-flight requests.")
+                logger.info("serving", metadata: ["data": "\(data)", "control": "\(adminAddress.map { "\($0)" } ?? "?")"])
             }
         )
         let group = ServiceGroup(
@@ -114,7 +132,7 @@ struct Serve: AsyncParsableCommand {
                 services: [
                     .init(service: store),
                     .init(service: server),
-                    .init(service: admin),
+                    .init(service: StartsAfter(dataPlaneBound, admin)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
@@ -122,6 +140,33 @@ struct Serve: AsyncParsableCommand {
         )
         try await group.run()
         logger.info("stopped")
+    }
+}
+
+/// The data plane's bound address, for the announcement.
+final class AddressBox: Sendable {
+    private let address = Mutex<SocketAddress?>(nil)
+    func set(_ value: SocketAddress) { address.withLock { $0 = value } }
+    var value: SocketAddress? { address.withLock { $0 } }
+}
+
+/// Runs `service` once the first value arrives on `signal` (the data plane's address), so
+/// that the control plane binds only after the data plane has, and a failure of either is
+/// the first thing printed. Returns without running it if shutdown comes first.
+struct StartsAfter<Wrapped: Service>: Service {
+    let signal: AsyncStream<SocketAddress>
+    let service: Wrapped
+
+    init(_ signal: AsyncStream<SocketAddress>, _ service: Wrapped) {
+        self.signal = signal
+        self.service = service
+    }
+
+    func run() async throws {
+        let signal = self.signal
+        let arrived = await cancelWhenGracefulShutdown { await signal.first(where: { _ in true }) != nil }
+        guard arrived == true, !Task.isCancelled else { return }
+        try await service.run()
     }
 }
 

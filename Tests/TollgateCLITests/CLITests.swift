@@ -307,16 +307,25 @@ import TollgateTestSupport
         }
     }
 
-    @Test func demoKeysAreCreatedOnceAndWork() async throws {
+    @Test func demoKeysGetTheirFullQuotaBackAtEveryStart() async throws {
         let server = try await ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
-        #expect(server.stdout.contains("demo1000"))
+        #expect(server.stdout.contains("Demo keys created"))
+        #expect(server.stdout.contains("demo1000 1000 of 1000"))
         #expect(server.stdout.contains("curl"))
         for _ in 0..<5 { #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", "demo5")]).status == 200) }
         #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429)
         #expect(await server.stop() == 0)
+        // An operator revoked one: --demo makes it a demo key again.
+        let listed = try #require(try await tollgate(["keys", "list", "--json", "--store", store]).json() as? [[String: Any]])
+        let ids = Dictionary(uniqueKeysWithValues: listed.map { ($0["name"] as? String ?? "", $0["id"] as? String ?? "") })
+        #expect(try await tollgate(["keys", "revoke", ids["demo key (10 total)"] ?? "", "--store", store]).status == 0)
+
         let again = try await ServerProcess(arguments: ["--demo", "--store", store], directory: directory)
-        #expect(
-            try await httpRequest(port: again.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429, "usage survives restarts")
+        #expect(again.stdout.contains("Demo keys restored to their full quota"))
+        #expect(again.stdout.contains("demo5    5    of 5"))
+        for _ in 0..<5 { #expect(try await httpRequest(port: again.port, .GET, "/api2", headers: [("token", "demo5")]).status == 200) }
+        #expect(try await httpRequest(port: again.port, .GET, "/api2", headers: [("token", "demo5")]).status == 429)
+        #expect(try await httpRequest(port: again.port, .GET, "/api1", headers: [("token", "demo10")]).status == 200)
         assertNoDemoSecretInTheFile()
         await again.stop()
         assertNoDemoSecretInTheFile()
@@ -345,6 +354,69 @@ import TollgateTestSupport
         #expect(second.status != 0)
         #expect(second.stderr.contains("another 'tollgate serve'"))
         await server.stop()
+    }
+
+    /// Refusals are counted in memory and written by the server's 200 ms flush, so that
+    /// `usage` from another process shows them within a second, as it does revocations.
+    @Test func refusalsReachUsageWithinASecond() async throws {
+        let (id, key) = try await createKey(["--scope", "api1", "--limit", "1/total"])
+        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+        #expect(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 200)
+        #expect(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 429)
+        #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", key)]).status == 403)
+        let refusedAt = ContinuousClock.now
+        var denied: [String: Int] = [:]
+        while ContinuousClock.now - refusedAt < .seconds(3) {
+            let usage = try #require(try await tollgate(["usage", id, "--json", "--store", store]).json() as? [String: Any])
+            let apis = usage["apis"] as? [String: [String: Any]] ?? [:]
+            denied = apis.compactMapValues { $0["denied"] as? Int }
+            if denied == ["api1": 1, "api2": 1] { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(denied == ["api1": 1, "api2": 1])
+        #expect(ContinuousClock.now - refusedAt < .seconds(1), "refusals reached usage only after \(ContinuousClock.now - refusedAt)")
+        #expect(await server.stop() == 0)
+    }
+
+    /// Every start-up failure names what failed, with a remedy that fits, and comes before
+    /// anything says the server is up.
+    @Test func startUpFailuresNameWhatFailedBeforeAnythingIsAnnounced() async throws {
+        let holder = try await ServerProcess(arguments: ["--store", "memory:"], directory: directory)
+        defer { _ = holder }
+        let junk = directory.appendingPathComponent("notes.txt")
+        try Data("not a database, just notes\n".utf8).write(to: junk)
+        let cases: [(arguments: [String], expected: [String], unexpected: [String])] = [
+            (
+                ["--store", "sqlite:" + junk.path], ["not a database", "notes.txt"],
+                ["writable"]
+            ),
+            (
+                ["--store", "memory:", "--port", "0", "--admin-port", "\(holder.adminPort)"],
+                ["control plane", "127.0.0.1:\(holder.adminPort)", "in use", "--admin-port"], ["errno"]
+            ),
+            (
+                ["--store", "memory:", "--port", "\(holder.port)", "--admin-port", "0"],
+                ["data plane", "127.0.0.1:\(holder.port)", "in use", "--port"], ["errno", "))"]
+            ),
+            (
+                ["--store", "memory:", "--host", "no-such-host.invalid", "--port", "0", "--admin-port", "0"],
+                ["data plane", "no-such-host.invalid", "--host"], ["stop what is using it"]
+            ),
+            (
+                ["--store", "memory:", "--admin-host", "no-such-host.invalid", "--port", "0", "--admin-port", "0"],
+                ["control plane", "no-such-host.invalid", "--admin-host"], ["stop what is using it"]
+            ),
+        ]
+        for (arguments, expected, unexpected) in cases {
+            let result = try await tollgate(["serve"] + arguments)
+            #expect(result.status == 1, "\(arguments)")
+            #expect(result.stdout.isEmpty, "nothing is announced: \(result.stdout)")
+            let line = result.stderr.split(separator: "\n").last.map(String.init) ?? ""
+            #expect(line.hasPrefix("tollgate: "), "\(result.stderr)")
+            for text in expected { #expect(line.contains(text), "\(line) should say \(text)") }
+            for text in unexpected { #expect(!line.contains(text), "\(line) should not say \(text)") }
+        }
+        #expect(await holder.stop() == 0)
     }
 
     /// SIGTERM drains: every `200` a client saw is counted, and the process exits 0.

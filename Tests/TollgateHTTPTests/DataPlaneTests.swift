@@ -141,6 +141,27 @@ func get(_ port: Int, _ target: String, key: String? = nil, header: String = "to
         }
     }
 
+    /// The detail must not point at a `Retry-After` that the answer does not carry.
+    @Test func aRefusalSaysWhenToRetryOnlyWhenItSendsRetryAfter() async throws {
+        let clock = ManualWallClock(try Timestamp(parsing: "2026-11-29T23:59:30Z", now: SystemWallClock().now))
+        try await withGateway(.memory, clock: clock) { port, store in
+            try await makeKey(in: store, limits: ["1/minute"], secret: "m", now: clock.now)
+            try await makeKey(in: store, limits: ["1/total", "1/minute"], secret: "t", now: clock.now)
+            for secret in ["m", "t"] { #expect(try await get(port, "/api1", key: secret).status == 200) }
+
+            let resets = try await get(port, "/api1", key: "m")
+            #expect(resets.header("retry-after") == "30")
+            #expect(resets.body.contains("Retry-After says"))
+
+            let never = try await get(port, "/api1", key: "t")
+            #expect(never.status == 429)
+            #expect(never.header("retry-after") == nil)
+            #expect(!never.body.contains("Retry-After"))
+            #expect(never.body.contains("does not reset"))
+            #expect(never.body.hasSuffix(",\"violated-policies\":[\"total\",\"minute\"]}"))
+        }
+    }
+
     @Test(arguments: GatewayStore.allCases)
     func takesTheKeyFromTheFirstHeaderFoundInTheContractsOrder(kind: GatewayStore) async throws {
         try await withGateway(kind) { port, store in

@@ -190,6 +190,38 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         await #expect(throws: TollgateError.self) { try await store.updateKey(missing) }
     }
 
+    @Test(arguments: StoreKind.allCases)
+    func aResetGivesBackTheFullQuotaAndClearsTheCounts(kind: StoreKind) async throws {
+        let store = try await kind.make()
+        let key = try await makeKey(in: store, scopes: ["api1"], limits: ["2/total", "api1:5/day"], secret: "k").key
+        for path in ["api1", "api1", "api1", "api2"] { _ = try await admit(store, secret: "k", path: path) }
+        #expect(try await admit(store, secret: "k").outcome == .quotaExceeded)
+        try await store.resetUsage(id: key.id)
+        let usage = try #require(try await store.usage(id: key.id))
+        #expect(usage.apis.isEmpty)
+        #expect(usage.counters.values.allSatisfy { $0.used == 0 })
+        #expect(try await admit(store, secret: "k").outcome == .admitted)
+        #expect(try await admit(store, secret: "k").outcome == .admitted)
+        #expect(try await admit(store, secret: "k").outcome == .quotaExceeded)
+        await #expect(throws: TollgateError.self) { try await store.resetUsage(id: KeyID(rawValue: "key_missing")) }
+    }
+
+    /// The reset reaches the file, so that a store opened later sees it too.
+    @Test func aResetIsOnDisk() async throws {
+        let path = try TestPaths.temporaryDirectory().appendingPathComponent("store.sqlite").path
+        let store = try SQLiteKeyStore(configuration: .init(path: path))
+        let key = try await makeKey(in: store, limits: ["1/total"], secret: "k").key
+        #expect(try await admit(store, secret: "k").outcome == .admitted)
+        #expect(try await admit(store, secret: "k").outcome == .quotaExceeded)
+        store.flushNow()
+        try await store.resetUsage(id: key.id)
+        let reopened = try SQLiteKeyStore(configuration: .init(path: path))
+        let usage = try #require(try await reopened.usage(id: key.id))
+        #expect(usage.counters.values.allSatisfy { $0.used == 0 })
+        #expect(usage.apis.isEmpty)
+        #expect(try await admit(reopened, secret: "k").outcome == .admitted)
+    }
+
     /// However many clients race on one key, exactly the quota is admitted.
     @Test(arguments: StoreKind.allCases)
     func racingClientsGetExactlyTheQuota(kind: StoreKind) async throws {
