@@ -136,6 +136,47 @@ struct RedisInstancesTests {
         }
     }
 
+    /// The CLI works against Redis exactly as against SQLite: create, import (idempotent),
+    /// list, show, revoke, usage; and a demo start on Redis.
+    @Test func theCLIWorksOnRedisAsOnSQLite() async throws {
+        let redis = try await RedisServer()
+        let (id, _) = try await createKey(redis.url, ["--name", "partner", "--scope", "api1", "--limit", "api1:10/minute"])
+        let lines = """
+            {"key": "imported-one", "scopes": ["api1"], "limits": ["5/day"], "name": "one"}
+            {"digest": "\(String(repeating: "ab", count: 32))", "scopes": ["*"], "id": "key_migrated"}
+            """
+        let imported = try await tollgate(["keys", "import", "-", "--store", redis.url], stdin: lines)
+        #expect(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout.contains("Imported 2 keys"))
+        let again = try await tollgate(["keys", "import", "-", "--store", redis.url], stdin: lines)
+        #expect(again.stdout.contains("Imported 0 keys; skipped 2"))
+        let list = try #require(try await tollgate(["keys", "list", "--json", "--store", redis.url]).json() as? [[String: Any]])
+        #expect(list.count == 3)
+        #expect(list.map { $0["id"] as? String ?? "" } == list.map { $0["id"] as? String ?? "" }.sorted(), "in id order")
+        let shown = try #require(try await tollgate(["keys", "show", id, "--json", "--store", redis.url]).json() as? [String: Any])
+        #expect(shown["name"] as? String == "partner")
+        #expect(shown["key"] == nil, "no secret in listings")
+        #expect(try await tollgate(["keys", "revoke", id, "--store", redis.url]).status == 0)
+        let revoked = try #require(try await tollgate(["keys", "show", id, "--json", "--store", redis.url]).json() as? [String: Any])
+        #expect(revoked["status"] as? String == "revoked")
+        let report = try await usage(redis.url, id)
+        #expect((report["limits"] as? [[String: Any]])?.first?["limit"] as? Int == 10)
+        // Redis that is not there: one clear line, exit 1.
+        let down = try await tollgate(["keys", "list", "--store", "redis://127.0.0.1:1"])
+        #expect(down.status == 1)
+        #expect(down.stderr.contains("cannot reach Redis"))
+        // --demo on Redis, twice: the keys come back with their full quota.
+        for _ in 0..<2 {
+            let server = try await ServerProcess(arguments: ["--store", redis.url, "--demo"], directory: directory)
+            var statuses: [Int] = []
+            for _ in 0..<6 {
+                statuses.append(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", "demo5")]).status)
+            }
+            #expect(statuses == [200, 200, 200, 200, 200, 429])
+            await server.stop()
+        }
+    }
+
     /// Every key and value in Redis, as text.
     func dumpEverything(_ redis: RedisServer) async throws -> String {
         let client = try RESPClient(configuration: redis.configuration, logger: quietLogger)
