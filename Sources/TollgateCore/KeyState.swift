@@ -3,9 +3,7 @@
 /// A class so the ledger can mutate it in place under its lock; it never leaves the lock.
 final class KeyState {
     private(set) var key: APIKey
-    private(set) var policyNames: [String]
-    /// For each limit, the index of the counter it draws on.
-    private(set) var counterOfLimit: [Int]
+    /// The counters the key's limits draw on, one per pattern and period.
     private(set) var counterIDs: [String]
     var counters: [UsageCounter]
     var apis: [String: APIUsage]
@@ -27,8 +25,6 @@ final class KeyState {
         self.key = key
         self.version = version
         self.apis = apis
-        self.policyNames = []
-        self.counterOfLimit = []
         self.counterIDs = []
         self.counters = []
         self.replace(key: key, carrying: counters)
@@ -46,17 +42,9 @@ final class KeyState {
         self.key = key
         generation += 1
         plans.removeAll()
-        policyNames = key.policyNames
         counterIDs = []
-        counterOfLimit = []
-        for limit in key.limits {
-            let id = limit.counterID
-            if let index = counterIDs.firstIndex(of: id) {
-                counterOfLimit.append(index)
-            } else {
-                counterOfLimit.append(counterIDs.count)
-                counterIDs.append(id)
-            }
+        for limit in key.limits where !counterIDs.contains(limit.counterID) {
+            counterIDs.append(limit.counterID)
         }
         counters = counterIDs.map { counts[$0] ?? UsageCounter(windowStart: 0, used: 0) }
     }
