@@ -83,17 +83,20 @@ final class KeyState {
         let cached = plan(for: request.path)
         let plan = cached.plan
         var used: [Int64] = []
+        var windowStarts: [Int64] = []
         used.reserveCapacity(plan.counters.count)
+        windowStarts.reserveCapacity(plan.counters.count)
         for (counter, slot) in zip(plan.counters, cached.slots) {
-            used.append(counters[slot].used(in: counter.period.window(containing: request.now)))
+            let window = counter.period.window(containing: request.now)
+            used.append(counters[slot].used(in: window))
+            windowStarts.append(window.start)
         }
         let decision = plan.evaluate(used: used, now: request.now, keyID: key.id)
         if decision.outcome == .admitted {
-            for (index, (counter, slot)) in zip(plan.counters, cached.slots).enumerated() {
-                let window = counter.period.window(containing: request.now)
+            for (index, slot) in cached.slots.enumerated() {
                 // Never move a window backwards: after a clock step back, the later window
                 // keeps counting rather than starting afresh.
-                counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, window.start), used: used[index] + 1)
+                counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, windowStarts[index]), used: used[index] + 1)
             }
         }
         count(decision.outcome, api: request.api)

@@ -344,21 +344,13 @@ public final class QuotaLedger: Sendable {
                 stalled = true
                 expired = state.takeCommitting(state.committingNumber)
             }
-            let late = state.waiters.prefix { $0.enqueuedAt + bound <= now }.count
-            if late > 0 {
-                expired += state.waiters[..<late]
-                state.waiters.removeFirst(late)
-            }
+            let late = state.waiters.removePrefix { $0.enqueuedAt + bound <= now }
+            expired += late
             for waiter in expired { state.giveBack(waiter) }
-            return (expired, stalled || late > 0)
+            return (expired, stalled || !late.isEmpty)
         }
         Self.answerUnavailable(waiters)
         return stalled
-    }
-
-    /// Whether the writer is done with `batch`'s keys: only then may they be dropped.
-    public func finished(_ batch: Batch) {
-        state.withLock { state in state.batchesFinished = max(state.batchesFinished, batch.number) }
     }
 
     private static func answerUnavailable(_ waiters: [Waiter]) {
@@ -391,5 +383,17 @@ extension QuotaLedger.State {
         guard let key = byDigest[waiter.request.digest] else { return }
         key.giveBack(waiter.request, generation: waiter.generation)
         markDirty(key)
+    }
+}
+
+extension Array {
+    /// Removes and returns the leading elements that satisfy `predicate`: the requests
+    /// of a FIFO that have waited too long.
+    public mutating func removePrefix(while predicate: (Element) -> Bool) -> ArraySlice<Element> {
+        let count = prefix(while: predicate).count
+        guard count > 0 else { return [] }
+        let removed = self[..<count]
+        removeFirst(count)
+        return removed
     }
 }

@@ -181,8 +181,6 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         }
     }
 
-    static var maximumNesting: Int { ConnectionStateMachine<NIODeadline, HTTPRequestHead>.maximumNesting }
-
     private static func hasBody(_ head: HTTPRequestHead) -> Bool {
         if head.headers.contains(name: "transfer-encoding") { return true }
         if let length = head.headers.first(name: "content-length") { return length != "0" }

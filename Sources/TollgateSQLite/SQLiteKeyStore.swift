@@ -371,12 +371,9 @@ public final class SQLiteKeyStore: KeyStore {
                 lookups.reading = []
                 lookups.readingSince = nil
             }
-            let late = lookups.pending.prefix { $0.enqueuedAt + bound <= now }.count
-            if late > 0 {
-                expired += lookups.pending[..<late]
-                lookups.pending.removeFirst(late)
-            }
-            return (expired, stalled || late > 0)
+            let late = lookups.pending.removePrefix { $0.enqueuedAt + bound <= now }
+            expired += late
+            return (expired, stalled || !late.isEmpty)
         }
         if !expired.isEmpty {
             var answers = PendingAnswers()
