@@ -45,6 +45,12 @@ struct Serve: AsyncParsableCommand {
     var storeTimeout = 2000
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
+    @Option(
+        name: .customLong("event-loops"),
+        help:
+            "Event-loop threads serving both listeners (default: one per core). On a box shared with a load generator or proxy, fewer threads than cores avoid time-slicing latency."
+    )
+    var eventLoops: Int?
     @OptionGroup var storeOptions: StoreOptions
 
     func validate() throws {
@@ -56,12 +62,16 @@ struct Serve: AsyncParsableCommand {
         if let maxConnections, maxConnections < 1 {
             throw ValidationError("--max-connections must be at least 1")
         }
+        if let eventLoops, eventLoops < 1 { throw ValidationError("--event-loops must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
     }
 
     func run() async throws {
+        // Before anything touches the shared event-loop group, which every listener and
+        // client here uses.
+        if let eventLoops { NIOSingletons.groupLoopCountSuggestion = eventLoops }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
