@@ -16,11 +16,9 @@ Machines here are noisy, so every scenario runs --runs times and the median is r
 with its ratio to the /healthz median of the same server in the same run.
 """
 import argparse
-import hashlib
 import json
 import os
 import re
-import secrets
 import signal
 import statistics
 import subprocess
@@ -48,12 +46,36 @@ end
 
 def write_keys(path, count):
     """The one key the scenarios use (api1 never spent, api2 always spent), and count - 1
-    others by digest, as a migration would: count keys in all."""
+    others with known secrets (bench-k-0000000...), so that the last step can use every one
+    of them once: count keys in all."""
     with open(path, "w") as f:
         f.write(json.dumps({"key": "bench-key", "scopes": ["*"], "limits": ["api1:1000000000000/total", "api2:0/total"]}) + "\n")
         for i in range(count - 1):
-            digest = hashlib.sha256(secrets.token_bytes(16)).hexdigest()
-            f.write('{"digest":"%s","scopes":["api1"],"limits":["100/day"],"id":"key_bench%07d"}\n' % (digest, i))
+            f.write('{"key":"bench-k-%07d","scopes":["api1"],"limits":["100/day"],"id":"key_bench%07d"}\n' % (i, i))
+
+
+EVERY_KEY_LUA = """
+local counter = -1
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", nil, {["token"] = string.format("bench-k-%%07d", counter %% %d)})
+end
+"""
+
+
+def use_every_key(port, count, directory):
+    """Uses each of the count - 1 other keys once (more or less: wrk stops on time, so it
+    runs until about count requests were sent), so that the server holds them all."""
+    script = os.path.join(directory, "every-key.lua")
+    with open(script, "w") as f:
+        f.write(EVERY_KEY_LUA % (count - 1))
+    sent = 0
+    started = time.time()
+    while sent < count - 1 and time.time() - started < 600:
+        output = subprocess.run(["wrk", "-t1", "-c64", "-d5s", "-s", script, "http://127.0.0.1:%d/api1" % port],
+                                capture_output=True, text=True, check=True).stdout
+        sent += int(re.search(r"(\d+) requests in", output).group(1))
+    return sent, time.time() - started
 
 
 def start_redis(directory):
@@ -262,6 +284,10 @@ def bench_in(directory, binary, count, store_mode, args, event_loops):
                     results.setdefault(connections, {}).setdefault(name, []).append(
                         run_wrk_together(ports, path, header, args.duration, connections, directory))
         rss, peak = rss_mb(servers[0][0].pid)
+        held = None
+        if count > 1 and not store_mode.startswith("redis"):
+            sent, seconds = use_every_key(ports[0], count, directory)
+            held = (sent, seconds) + rss_mb(servers[0][0].pid)
     finally:
         for process, _ in servers:
             process.send_signal(signal.SIGTERM)
@@ -309,6 +335,10 @@ def bench_in(directory, binary, count, store_mode, args, event_loops):
             print("admitted on this store / admitted on SQLite in this run: %.2fx" % (
                 ADMITTED[(store_mode, connections)] / embedded))
     print("server RSS after the runs: %.1f MiB (peak %.1f MiB)" % (rss, peak))
+    if held:
+        print("then every key used once (%d requests in %.0f s, each a first use: a lookup): RSS %.1f MiB "
+              "(peak %.1f MiB), %.0f bytes per key beyond the RSS before" % (
+                  held[0], held[1], held[2], held[3], (held[2] - rss) * 1048576 / count))
 
 
 def positive(text):
