@@ -37,8 +37,8 @@ public final class RedisKeyStore: KeyStore {
 
     public let configuration: Configuration
     let client: RESPClient
-    private let cache: Mutex<Cache>
-    private let names: RedisKeys
+    let cache: Mutex<Cache>
+    let names: RedisKeys
     private let ready = Atomic<Bool>(false)
     private let logger: Logger
 
