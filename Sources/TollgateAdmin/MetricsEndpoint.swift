@@ -10,15 +10,14 @@ import Prometheus
 /// the global `MetricsSystem`, so that tests each read their own numbers.
 public struct MetricsEndpoint: Sendable {
     public let registry: PrometheusCollectorRegistry
-    private let heldKeysGauge: Gauge
-    private let heldKeys: (@Sendable () -> Int)?
+    private let heldKeys: (gauge: Gauge, read: @Sendable () -> Int)?
 
     /// - Parameter heldKeys: how many keys the store holds in memory, read at each scrape
-    ///   (`tollgate_keys_held`), so that the hot path never updates a gauge.
+    ///   (`tollgate_keys_held`), so that the hot path never updates a gauge; without it
+    ///   the gauge is left out rather than shown as 0.
     public init(registry: PrometheusCollectorRegistry, heldKeys: (@Sendable () -> Int)? = nil) {
         self.registry = registry
-        self.heldKeys = heldKeys
-        heldKeysGauge = registry.makeGauge(name: "tollgate_keys_held")
+        self.heldKeys = heldKeys.map { (registry.makeGauge(name: "tollgate_keys_held"), $0) }
     }
 
     /// A factory over `registry` with Tollgate's buckets: latencies from 100 µs to 5 s
@@ -38,7 +37,7 @@ public struct MetricsEndpoint: Sendable {
 
     /// The current text exposition.
     public func render() -> ByteBuffer {
-        if let heldKeys { heldKeysGauge.set(Double(heldKeys())) }
+        if let heldKeys { heldKeys.gauge.set(Double(heldKeys.read())) }
         return ByteBuffer(bytes: registry.emitToBuffer())
     }
 }
