@@ -17,7 +17,9 @@ public struct MetricsEndpoint: Sendable {
     ///   the gauge is left out rather than shown as 0.
     public init(registry: PrometheusCollectorRegistry, heldKeys: (@Sendable () -> Int)? = nil) {
         self.registry = registry
-        self.heldKeys = heldKeys.map { (registry.makeGauge(name: "tollgate_keys_held"), $0) }
+        let name = MetricNameDescriptor(
+            metricName: "tollgate_keys_held", unitName: "", helpText: "Keys the store holds in memory, read at each scrape.")
+        self.heldKeys = heldKeys.map { (registry.makeGauge(descriptor: name), $0) }
     }
 
     /// A factory over `registry` with Tollgate's buckets: latencies from 100 µs to 5 s

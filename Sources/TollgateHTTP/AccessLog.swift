@@ -137,6 +137,7 @@ public final class AccessLog: Service, Sendable {
         var batch: [AccessLogRecord] = []
         var buffer: [UInt8] = []
         buffer.reserveCapacity(64 * 1024)
+        var renderer = AccessLogRenderer(format: configuration.format)
         var warned = false
         var lastOpenAttempt = NIODeadline.now()
         var stopDeadline: NIODeadline?
@@ -158,7 +159,7 @@ public final class AccessLog: Service, Sendable {
                 continue
             }
             buffer.removeAll(keepingCapacity: true)
-            for record in batch { configuration.format.render(record, into: &buffer) }
+            for record in batch { renderer.render(record, into: &buffer) }
             let lines = batch.count
             batch.removeAll(keepingCapacity: true)
             if descriptor < 0, case .file(let path) = configuration.destination, NIODeadline.now() - lastOpenAttempt > .milliseconds(200) {

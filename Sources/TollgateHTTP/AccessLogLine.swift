@@ -23,34 +23,79 @@ public enum AccessLogFormat: String, Sendable, CaseIterable {
     case text
     /// One JSON object a line: `time`, `key`, `api`, `method`, `path`, `status`, `outcome`, `ms`.
     case json
+}
+
+/// Renders records into bytes, straight into the batch's buffer: the log's thread shares
+/// the machine's cores with the event loops, so a line costs no intermediate strings, and
+/// the date part of the time is formatted once per second.
+struct AccessLogRenderer {
+    let format: AccessLogFormat
+    private var second = Int64.min
+    /// `2026-11-29T08:00:00.` for `second`.
+    private var secondPrefix: [UInt8] = []
+
+    init(format: AccessLogFormat) {
+        self.format = format
+    }
 
     /// The longest path written; longer ones are cut and end in `...`.
     static let maximumPathBytes = 1024
 
-    func render(_ record: AccessLogRecord, into buffer: inout [UInt8]) {
-        // Always with milliseconds, so that lines line up and sort as text.
-        let time = record.time.millisecondsSinceEpoch % 1000 == 0 ? String(record.time.iso8601.dropLast()) + ".000Z" : record.time.iso8601
-        let key = record.keyID?.rawValue
-        let method = record.method.map { Self.escaped($0.rawValue, limit: 32) }
-        let path = record.uri.map { Self.escaped(Self.path(of: $0), limit: Self.maximumPathBytes) }
-        let milliseconds = Self.milliseconds(record.nanoseconds)
-        switch self {
-        case .text:
-            let fields: [String] = [
-                time, key ?? "-", record.api ?? "-", method ?? "-", path ?? "-", String(record.status), record.outcome.name,
-                milliseconds,
-            ]
-            buffer.append(contentsOf: fields.joined(separator: " ").utf8)
-        case .json:
-            // Every value is ASCII without quotes or backslashes (see `escaped`), so no
-            // JSON escaping is needed.
-            func string(_ value: String?) -> String { value.map { "\"\($0)\"" } ?? "null" }
-            let line =
-                "{\"time\":\"\(time)\",\"key\":\(string(key)),\"api\":\(string(record.api)),\"method\":\(string(method)),"
-                + "\"path\":\(string(path)),\"status\":\(record.status),\"outcome\":\"\(record.outcome.name)\",\"ms\":\(milliseconds)}"
-            buffer.append(contentsOf: line.utf8)
+    mutating func render(_ record: AccessLogRecord, into buffer: inout [UInt8]) {
+        let json = format == .json
+        // Every value is ASCII without quotes or backslashes (see `appendEscaped`), so no
+        // JSON escaping is needed.
+        buffer.append(contentsOf: json ? #"{"time":""#.utf8 : "".utf8)
+        appendTime(record.time, to: &buffer)
+        field(json ? #"","key":"# : " ", record.keyID?.rawValue, json: json, into: &buffer)
+        field(json ? #","api":"# : " ", record.api, json: json, into: &buffer)
+        buffer.append(contentsOf: (json ? #","method":"# : " ").utf8)
+        if let method = record.method {
+            if json { buffer.append(UInt8(ascii: "\"")) }
+            Self.appendEscaped(method.rawValue, limit: 32, to: &buffer)
+            if json { buffer.append(UInt8(ascii: "\"")) }
+        } else {
+            buffer.append(contentsOf: (json ? "null" : "-").utf8)
         }
+        buffer.append(contentsOf: (json ? #","path":"# : " ").utf8)
+        if let uri = record.uri {
+            if json { buffer.append(UInt8(ascii: "\"")) }
+            Self.appendEscaped(Self.path(of: uri), limit: Self.maximumPathBytes, to: &buffer)
+            if json { buffer.append(UInt8(ascii: "\"")) }
+        } else {
+            buffer.append(contentsOf: (json ? "null" : "-").utf8)
+        }
+        buffer.append(contentsOf: (json ? #","status":"# : " ").utf8)
+        Self.appendDigits(Int64(record.status), to: &buffer)
+        buffer.append(contentsOf: (json ? #","outcome":""# : " ").utf8)
+        buffer.append(contentsOf: record.outcome.name.utf8)
+        buffer.append(contentsOf: (json ? #"","ms":"# : " ").utf8)
+        Self.appendMilliseconds(record.nanoseconds, to: &buffer)
+        if json { buffer.append(UInt8(ascii: "}")) }
         buffer.append(UInt8(ascii: "\n"))
+    }
+
+    private func field(_ separator: String, _ value: String?, json: Bool, into buffer: inout [UInt8]) {
+        buffer.append(contentsOf: separator.utf8)
+        guard let value else { return buffer.append(contentsOf: (json ? "null" : "-").utf8) }
+        if json { buffer.append(UInt8(ascii: "\"")) }
+        buffer.append(contentsOf: value.utf8)
+        if json { buffer.append(UInt8(ascii: "\"")) }
+    }
+
+    /// RFC 3339 in UTC, always with milliseconds, so that lines line up and sort as text.
+    private mutating func appendTime(_ time: Timestamp, to buffer: inout [UInt8]) {
+        let seconds = time.secondsSinceEpoch
+        if seconds != second {
+            second = seconds
+            // `iso8601` leaves out a zero fraction: the whole second has none.
+            secondPrefix = Array(Timestamp(secondsSinceEpoch: seconds).iso8601.utf8.dropLast())
+            secondPrefix.append(UInt8(ascii: "."))
+        }
+        buffer.append(contentsOf: secondPrefix)
+        let millis = time.millisecondsSinceEpoch - seconds * 1000
+        Self.appendPadded(millis, width: 3, to: &buffer)
+        buffer.append(UInt8(ascii: "Z"))
     }
 
     /// The request target up to its query or fragment: a query may hold a key.
@@ -61,29 +106,53 @@ public enum AccessLogFormat: String, Sendable, CaseIterable {
 
     /// Bytes outside visible ASCII, quotes and backslashes as `%XX`, so that a line stays
     /// one line, its fields stay apart, and JSON needs no escaping; cut at `limit` bytes.
-    static func escaped(_ text: some StringProtocol, limit: Int) -> String {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(min(text.utf8.count, limit) + 3)
+    static func appendEscaped(_ text: some StringProtocol, limit: Int, to buffer: inout [UInt8]) {
+        var written = 0
         for byte in text.utf8 {
-            if bytes.count >= limit {
-                bytes.append(contentsOf: "...".utf8)
-                break
+            if written >= limit {
+                buffer.append(contentsOf: "...".utf8)
+                return
             }
             if byte > 0x20 && byte < 0x7F && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
-                bytes.append(byte)
+                buffer.append(byte)
+                written += 1
             } else {
-                bytes.append(contentsOf: [UInt8(ascii: "%"), hexDigits[Int(byte >> 4)], hexDigits[Int(byte & 0xF)]])
+                buffer.append(UInt8(ascii: "%"))
+                buffer.append(hexDigits[Int(byte >> 4)])
+                buffer.append(hexDigits[Int(byte & 0xF)])
+                written += 3
             }
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     private static let hexDigits = Array("0123456789ABCDEF".utf8)
 
     /// Milliseconds with three decimals (microseconds), e.g. `0.412`.
-    static func milliseconds(_ nanoseconds: Int64) -> String {
+    static func appendMilliseconds(_ nanoseconds: Int64, to buffer: inout [UInt8]) {
         let micros = max(0, nanoseconds) / 1000
-        let fraction = String(micros % 1000)
-        return "\(micros / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
+        appendDigits(micros / 1000, to: &buffer)
+        buffer.append(UInt8(ascii: "."))
+        appendPadded(micros % 1000, width: 3, to: &buffer)
+    }
+
+    static func appendDigits(_ value: Int64, to buffer: inout [UInt8]) {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        appendPadded(value, width: digits, to: &buffer)
+    }
+
+    /// `value` (non-negative) in at least `width` digits, zeros in front.
+    static func appendPadded(_ value: Int64, width: Int, to buffer: inout [UInt8]) {
+        let start = buffer.count
+        var value = value
+        for _ in 0..<width {
+            buffer.append(UInt8(ascii: "0") + UInt8(value % 10))
+            value /= 10
+        }
+        buffer[start...].reverse()
     }
 }
