@@ -182,12 +182,12 @@ def bench_nginx(args):
                 process.kill()
 
 
-def start_server(binary, store, directory, name="serve", event_loops=None):
+def start_server(binary, store, directory, name="serve", event_loops=None, extra=()):
     out = open(os.path.join(directory, name + ".out"), "w+")
     err = open(os.path.join(directory, name + ".err"), "w")
     loops = ["--event-loops", str(event_loops)] if event_loops else []
     process = subprocess.Popen(
-        [binary, "serve", "--store", store, "--port", "0", "--admin-port", "0", "--log-level", "warning"] + loops,
+        [binary, "serve", "--store", store, "--port", "0", "--admin-port", "0", "--log-level", "warning", *loops, *extra],
         stdout=out, stderr=err, cwd=directory,
     )
     deadline = time.time() + 60
@@ -341,6 +341,54 @@ def bench_in(directory, binary, count, store_mode, args, event_loops):
                   held[0], held[1], held[2], held[3], (held[2] - rss) * 1048576 / count))
 
 
+def compare(count, args):
+    """--baseline: the same scenarios on two binaries (each on its own SQLite file of the
+    same keys), interleaved run by run and alternating which goes first, so that the
+    machine's drift hits both alike; prints each one's median and the ratio."""
+    binaries = [("baseline", args.baseline, []), ("measured", args.binary, args.binary_arg)]
+    scenarios = [s for s in SCENARIOS if not args.scenarios or s[0] in args.scenarios]
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as directory:
+        servers = {}
+        try:
+            for name, binary, extra in binaries:
+                folder = os.path.join(directory, name)
+                os.mkdir(folder)
+                store = "sqlite:" + os.path.join(folder, "bench.sqlite")
+                keys = os.path.join(folder, "keys.ndjson")
+                write_keys(keys, count)
+                subprocess.run([binary, "keys", "import", keys, "--store", store], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, check=True)
+                extra = [a.replace("{dir}", folder) for a in extra]
+                servers[name] = start_server(binary, store, folder, "serve", extra=extra)
+            for name, _, _ in binaries:  # warm up every path once
+                for _, path, header in scenarios:
+                    run_wrk(servers[name][1], path, header, 1, args.connections, directory)
+            results = {}
+            for run in range(args.runs):
+                order = binaries if run % 2 == 0 else list(reversed(binaries))
+                for scenario, path, header in scenarios:
+                    for name, _, _ in order:
+                        results.setdefault((name, scenario), []).append(
+                            run_wrk(servers[name][1], path, header, args.duration, args.connections, directory))
+        finally:
+            for process, _ in servers.values():
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    print("\n## %s key%s, sqlite synchronous=full; baseline %s; measured %s %s" % (
+        f"{count:,}", "" if count == 1 else "s", args.baseline, args.binary, " ".join(args.binary_arg)))
+    print("%-18s %12s %12s %8s %10s %10s %s" % (
+        "scenario", "base req/s", "meas req/s", "ratio", "base p99", "meas p99", "runs (meas/base)"))
+    for scenario, _, _ in scenarios:
+        base, meas = results[("baseline", scenario)], results[("measured", scenario)]
+        b, m = statistics.median(r[0] for r in base), statistics.median(r[0] for r in meas)
+        print("%-18s %12.0f %12.0f %7.3fx %10.3f %10.3f %s" % (
+            scenario, b, m, m / b, statistics.median(r[2] for r in base), statistics.median(r[2] for r in meas),
+            " ".join("%.3f" % (x[0] / y[0]) for x, y in zip(meas, base))))
+
+
 def positive(text):
     value = int(text)
     if value < 1:
@@ -368,8 +416,22 @@ def main():
                              "together). Put full first to get the Redis figures' ratio to SQLite.")
     parser.add_argument("--event-loops", type=positive, nargs="+",
                         help="serve --event-loops values to measure, one server each (default: serve's own default)")
+    parser.add_argument("--baseline", help="another tollgate binary to compare with, interleaved (SQLite full only)")
+    parser.add_argument("--binary-arg", action="append", default=[],
+                        help="an extra serve argument for --binary only, repeatable; {dir} is its temporary folder "
+                             "(e.g. --binary-arg=--access-log --binary-arg={dir}/access.log)")
+    parser.add_argument("--scenarios", nargs="+", choices=[s[0] for s in SCENARIOS],
+                        help="only these scenarios (with --baseline)")
     args = parser.parse_args()
     args.binary = os.path.abspath(args.binary)
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        args.connections = args.connections[0]
+        print("wrk -t1 -c%d -d%ds, %d run(s) per scenario and binary, interleaved, medians; cores: %d" % (
+            args.connections, args.duration, args.runs, os.cpu_count()))
+        for count in args.keys:
+            compare(count, args)
+        return
     print("wrk -t1 -c%s -d%ds, %d run(s) per scenario, medians; cores: %d" % (
         "/".join(map(str, args.connections)), args.duration, args.runs, os.cpu_count()))
     bench_nginx(args)

@@ -16,6 +16,8 @@ public enum AdminApplication {
         /// How long a connection may sit idle, or take to send its request, before it is
         /// closed; idle connections would otherwise hold descriptors forever.
         public var idleTimeout: Duration = .seconds(60)
+        /// `GET /metrics` (see ``MetricsEndpoint``); without it the path answers `404`.
+        public var metrics: MetricsEndpoint?
 
         public init(host: String = "127.0.0.1", port: Int = 3001, idleTimeout: Duration = .seconds(60)) {
             self.host = host
@@ -54,7 +56,7 @@ public enum AdminApplication {
     ) -> some Service {
         let listening = ListeningFlag()
         let application = Application(
-            router: router(store: store),
+            router: router(store: store).addMetrics(configuration.metrics),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.idleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tollgate"),
             onServerRunning: { channel in
