@@ -25,6 +25,8 @@ let package = Package(
         // SwiftPM applied it differently to `swift build` and `swift run`, so that switching
         // between them recompiled Hummingbird every time.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        // Named for the admin API's header field names (`Link`, `Request-Id`); Hummingbird uses it already.
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // The domain: keys, scopes, limits, windows, the admission decision, the store protocol.
@@ -86,12 +88,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The control plane: Hummingbird app for health (and, later, the admin API).
+        // The control plane: Hummingbird app for health and the admin API.
         .target(
             name: "TollgateAdmin",
             dependencies: [
                 "TollgateCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -169,6 +172,8 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -50,6 +50,10 @@ public protocol KeyStore: Service {
     /// Stores many keys, skipping those whose id or digest is taken.
     /// - Returns: how many were stored.
     func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int
+
+    /// Keys in id order after `after`, at most `limit`, each with its usage, for exports
+    /// that read a page at a time; a default implementation reads key by key.
+    func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage]
 }
 
 extension KeyStore {
@@ -74,5 +78,30 @@ extension KeyStore {
             keys += page
             if page.count < 1000 { return keys }
         }
+    }
+}
+
+/// A key with its usage, as exports page through them.
+public struct KeyUsage: Sendable {
+    public var key: APIKey
+    public var usage: UsageSnapshot?
+
+    public init(key: APIKey, usage: UsageSnapshot?) {
+        self.key = key
+        self.usage = usage
+    }
+}
+
+extension KeyStore {
+    /// Keys in id order after `after`, at most `limit`, each with its usage: what a usage
+    /// export reads a page at a time, so that it never holds every key in memory.
+    ///
+    /// Built from ``listKeys(after:limit:)`` and ``usage(id:)``; one read per key.
+    public func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage] {
+        var page: [KeyUsage] = []
+        for key in try await listKeys(after: after, limit: limit) {
+            page.append(KeyUsage(key: key, usage: try await usage(id: key.id)))
+        }
+        return page
     }
 }
