@@ -158,6 +158,7 @@ let package = Package(
                 "TollgateCore", "TollgateSQLite", "TollgateRedis", "TollgateRESP", "TollgateTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

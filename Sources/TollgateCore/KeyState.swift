@@ -1,44 +1,60 @@
 /// A key as the ledger holds it: the record, its counters and its per-API counts.
 ///
 /// A class so the ledger can mutate it in place under its lock; it never leaves the lock.
-final class KeyState {
-    private(set) var key: APIKey
+public final class KeyState: CachedKey {
+    public private(set) var key: APIKey
     /// The counters the key's limits draw on, one per pattern and period.
     private(set) var counterIDs: [String]
     var counters: [UsageCounter]
     var apis: [String: APIUsage]
-    var isDirty = false
-    /// Bumped whenever the limits are replaced, so that units taken under old limits are
-    /// never given back to counters that did not take them.
-    private(set) var generation: Int64 = 0
+    /// What the store holds of these counts, as far as this process knows (parallel to
+    /// `counters`): a persistent store writes the difference, an increment, so that no
+    /// write ever replaces a count another writer made.
+    private var writtenCounters: [UsageCounter]
+    private var writtenAPIs: [String: APIUsage]
+    /// Bumped whenever the limits are replaced or the usage reset, so that units taken
+    /// before are never given back to counters that did not take them.
+    package private(set) var generation: Int64 = 0
     /// The store's version of the record held (SQLite's change `seq`), so that a late,
     /// older copy never replaces a newer one.
-    var version: Int64
-    /// The last group-commit batch that carried this key's usage; the key may be dropped
-    /// from memory only once that batch has finished.
-    var lastBatch: Int64 = 0
-    /// Neighbours in the ledger's recency list (most recently used first).
-    var newer: KeyState?
-    var older: KeyState?
+    package var version: Int64
+    /// How many times the usage was reset (the store's count, where it keeps one): a write
+    /// counted before a reset must not land after it.
+    package private(set) var usageEpoch: Int64
+    /// For a persistent store's journal: whether the key has counts not yet in a batch, and
+    /// the last batch that carried its usage (the key may leave memory once it finished).
+    package var isDirty = false
+    package var lastBatch: Int64 = 0
+    public var newer: KeyState?
+    public var older: KeyState?
+    private var plans = PathPlans<CachedPlan>()
 
-    init(key: APIKey, version: Int64, counters: [String: UsageCounter], apis: [String: APIUsage]) {
+    /// A key loaded with the usage the store holds for it.
+    init(key: APIKey, version: Int64, usageEpoch: Int64, usage: UsageSnapshot?) {
         self.key = key
         self.version = version
-        self.apis = apis
+        self.usageEpoch = usageEpoch
+        self.apis = usage?.apis ?? [:]
+        self.writtenAPIs = apis
         self.counterIDs = []
         self.counters = []
-        self.replace(key: key, carrying: counters)
+        self.writtenCounters = []
+        self.replace(key: key, carrying: usage?.counters ?? [:], written: usage?.counters ?? [:])
     }
 
     /// Takes a new record (an update or revocation), keeping the counts of every counter
     /// the new limits still draw on.
     func replace(key: APIKey) {
         var current: [String: UsageCounter] = [:]
-        for (id, counter) in zip(counterIDs, counters) { current[id] = counter }
-        replace(key: key, carrying: current)
+        var written: [String: UsageCounter] = [:]
+        for (index, id) in counterIDs.enumerated() {
+            current[id] = counters[index]
+            written[id] = writtenCounters[index]
+        }
+        replace(key: key, carrying: current, written: written)
     }
 
-    private func replace(key: APIKey, carrying counts: [String: UsageCounter]) {
+    private func replace(key: APIKey, carrying counts: [String: UsageCounter], written: [String: UsageCounter]) {
         self.key = key
         generation += 1
         plans.removeAll()
@@ -46,7 +62,9 @@ final class KeyState {
         for limit in key.limits where !counterIDs.contains(limit.counterID) {
             counterIDs.append(limit.counterID)
         }
-        counters = counterIDs.map { counts[$0] ?? UsageCounter(windowStart: 0, used: 0) }
+        let zero = UsageCounter(windowStart: 0, used: 0)
+        counters = counterIDs.map { counts[$0] ?? zero }
+        writtenCounters = counterIDs.map { written[$0] ?? zero }
     }
 
     /// The plan for a path and, for each of its counters, the index of this key's counter.
@@ -55,18 +73,11 @@ final class KeyState {
         var slots: [Int]
     }
 
-    /// Plans by path, made once per key and path rather than per request; dropped when the
-    /// record changes, and bounded (paths are whatever clients send).
-    private var plans: [String: CachedPlan] = [:]
-
     func plan(for path: String) -> CachedPlan {
-        if let cached = plans[path] { return cached }
-        let plan = AdmissionPlan(key: key, path: Substring(path))
-        let slots = plan.counters.map { counter in counterIDs.firstIndex(of: counter.id)! }
-        let cached = CachedPlan(plan: plan, slots: slots)
-        if plans.count >= 64 { plans.removeAll(keepingCapacity: true) }
-        plans[path] = cached
-        return cached
+        plans.plan(for: path) {
+            let plan = AdmissionPlan(key: key, path: Substring(path))
+            return CachedPlan(plan: plan, slots: plan.counters.map { counter in counterIDs.firstIndex(of: counter.id)! })
+        }
     }
 
     /// Decides a request and, when it is admitted, takes one unit from every counter that
@@ -106,12 +117,12 @@ final class KeyState {
     /// Undoes an admission whose request was not served (its commit failed or took too
     /// long): the per-API count, and one unit from each counter it took, unless that
     /// counter has since moved to a later window (then the unit is gone already).
-    func giveBack(_ request: AdmissionRequest, generation: Int64) {
+    package func giveBack(_ request: AdmissionRequest, generation: Int64) {
+        guard generation == self.generation else { return }
         if var usage = apis[request.api], usage.admitted > 0 {
             usage.admitted -= 1
             apis[request.api] = usage
         }
-        guard generation == self.generation else { return }
         let cached = plan(for: request.path)
         for (counter, slot) in zip(cached.plan.counters, cached.slots) {
             let window = counter.period.window(containing: request.now)
@@ -119,17 +130,52 @@ final class KeyState {
         }
     }
 
-    /// Starts every counter and per-API count again from zero. A new generation, so that a
-    /// request admitted before and answered `503` after gives nothing back to the new counts.
-    func resetUsage() {
+    /// Starts every counter and per-API count again from zero, as the store does. A new
+    /// generation, so that a request admitted before and answered `503` after gives nothing
+    /// back to the new counts.
+    func resetUsage(epoch: Int64? = nil) {
         generation += 1
-        counters = counters.map { _ in UsageCounter(windowStart: 0, used: 0) }
+        usageEpoch = epoch ?? usageEpoch + 1
+        let zero = UsageCounter(windowStart: 0, used: 0)
+        counters = counters.map { _ in zero }
+        writtenCounters = counters
         apis = [:]
+        writtenAPIs = [:]
     }
 
     private func count(_ outcome: AdmissionDecision.Outcome, api: String) {
         apis[api, default: APIUsage()].count(outcome)
-        isDirty = true
+    }
+
+    /// What changed since the last call, as increments for the store; from then on the
+    /// changes count as written. ``restore(_:)`` undoes that if the write fails.
+    package func takeIncrement() -> UsageIncrement {
+        var increment = UsageIncrement(keyID: key.id, usageEpoch: usageEpoch)
+        for index in counters.indices where counters[index] != writtenCounters[index] {
+            let now = counters[index]
+            let before = writtenCounters[index]
+            // A later window starts from zero, so its whole count is the increment.
+            let added = now.windowStart == before.windowStart ? now.used - before.used : now.used
+            increment.counters.append(.init(counter: counterIDs[index], windowStart: now.windowStart, added: added, before: before))
+            writtenCounters[index] = now
+        }
+        for (api, usage) in apis where writtenAPIs[api] ?? APIUsage() != usage {
+            let before = writtenAPIs[api] ?? APIUsage()
+            increment.apis.append(.init(api: api, added: usage.subtracting(before), before: before))
+            writtenAPIs[api] = usage
+        }
+        return increment
+    }
+
+    /// A write of `increment` failed: what it carried counts as unwritten again, so that the
+    /// next increment includes it. Not after a reset: the store's counts were deleted, and
+    /// the written counts are zero, as they should be.
+    package func restore(_ increment: UsageIncrement) {
+        guard increment.usageEpoch == usageEpoch else { return }
+        for write in increment.counters {
+            if let index = counterIDs.firstIndex(of: write.counter) { writtenCounters[index] = write.before }
+        }
+        for write in increment.apis { writtenAPIs[write.api] = write.before }
     }
 
     var snapshot: UsageSnapshot {
@@ -141,8 +187,7 @@ final class KeyState {
     }
 }
 
-/// A key's usage at one instant, as a store writes it: absolute values, so that writing
-/// the same snapshot twice is harmless.
+/// A key's usage at one instant: counters and per-API counts.
 public struct UsageSnapshot: Sendable, Hashable {
     public var keyID: KeyID
     /// Counter id (``LimitSpec/counterID``) to its current window and count.
@@ -154,4 +199,33 @@ public struct UsageSnapshot: Sendable, Hashable {
         self.counters = counters
         self.apis = apis
     }
+}
+
+/// What one key counted since its last write, as a persistent store adds it: increments,
+/// never absolute values, so that a write never replaces counts another writer made.
+public struct UsageIncrement: Sendable, Hashable {
+    public struct Counter: Sendable, Hashable {
+        public var counter: String
+        /// The window the count belongs to. A store holding an earlier window starts this one
+        /// at `added`; one holding this window adds `added` (which may be negative: units
+        /// given back); one holding a later window ignores it.
+        public var windowStart: Int64
+        public var added: Int64
+        /// What the store held before, as far as this process knew.
+        var before: UsageCounter
+    }
+
+    public struct API: Sendable, Hashable {
+        public var api: String
+        public var added: APIUsage
+        var before: APIUsage
+    }
+
+    public var keyID: KeyID
+    /// The key's usage epoch when counted: a store that reset the key since drops the write.
+    public var usageEpoch: Int64
+    public var counters: [Counter] = []
+    public var apis: [API] = []
+
+    public var isEmpty: Bool { counters.isEmpty && apis.isEmpty }
 }

@@ -24,7 +24,8 @@ public final class RedisKeyStore: KeyStore {
         public var changePollInterval: Duration = .milliseconds(200)
         /// How long a secret no key has is refused without asking Redis again.
         public var unknownKeyMilliseconds: Int64 = 1000
-        /// How many key records this instance caches; beyond it the cache starts over.
+        /// How many key records this instance caches; beyond it the least recently used are
+        /// dropped and read again from Redis when next used.
         public var cachedKeys = 1_000_000
         /// The prefix of every Redis key Tollgate writes, so that deployments can share a Redis.
         public var namespace = "tg"
@@ -49,7 +50,11 @@ public final class RedisKeyStore: KeyStore {
         self.configuration = configuration
         self.logger = logger
         names = RedisKeys(namespace: configuration.namespace)
-        cache = Mutex(Cache(names: names))
+        cache = Mutex(
+            Cache(
+                names: names,
+                configuration: .init(capacity: configuration.cachedKeys, unknownKeyMilliseconds: configuration.unknownKeyMilliseconds)
+            ))
         do {
             client = try RESPClient(configuration: configuration.redis, eventLoopGroup: eventLoopGroup, logger: logger)
         } catch {
@@ -151,8 +156,7 @@ public final class RedisKeyStore: KeyStore {
     // MARK: Data plane
 
     public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
-        let now = request.now.millisecondsSinceEpoch
-        let found = cache.withLock { cache -> Cache.Lookup in cache.lookup(request.digest, path: request.path, now: now) }
+        let found = cache.withLock { cache -> Cache.Lookup in cache.lookup(request.digest, path: request.path, now: request.now) }
         switch found {
         case .unknown:
             promise.succeed(.invalidKey)
@@ -205,17 +209,16 @@ public final class RedisKeyStore: KeyStore {
         }.whenComplete { result in
             switch result {
             case .success(nil):
-                self.cache.withLock {
-                    $0.rememberUnknown(
-                        request.digest, until: request.now.millisecondsSinceEpoch + self.configuration.unknownKeyMilliseconds)
-                }
+                self.cache.withLock { $0.rememberUnknown(request.digest, now: request.now) }
                 promise.succeed(.invalidKey)
             case .success(let reply?):
                 do {
                     let key = try RedisRecord.decode(reply)
                     let plan = self.cache.withLock { cache -> RedisPlan? in
-                        cache.hold(key, capacity: self.configuration.cachedKeys)
-                        guard case .held(_, let plan) = cache.lookup(request.digest, path: request.path, now: 0) else { return nil }
+                        cache.hold(key)
+                        guard case .held(_, let plan) = cache.lookup(request.digest, path: request.path, now: request.now) else {
+                            return nil
+                        }
                         return plan
                     }
                     guard let plan else {

@@ -44,7 +44,7 @@ public final class SQLiteKeyStore: KeyStore {
 
     public let configuration: Configuration
     let pool: DatabasePool
-    let ledger: QuotaLedger
+    let ledger: QuotaLedger<GroupCommit>
     private let writer = DispatchQueue(label: "tollgate.sqlite.group-commit")
     private let reader = DispatchQueue(label: "tollgate.sqlite.key-lookup")
     private let lookups = Mutex(Lookups())
@@ -64,11 +64,7 @@ public final class SQLiteKeyStore: KeyStore {
         self.configuration = configuration
         self.logger = logger
         self.ledger = QuotaLedger(
-            configuration: .init(
-                isPersistent: true,
-                unknownKeyMilliseconds: configuration.unknownKeyMilliseconds,
-                keyCapacity: configuration.cachedKeys
-            )
+            cache: .init(capacity: configuration.cachedKeys, unknownKeyMilliseconds: configuration.unknownKeyMilliseconds)
         )
         var config = GRDB.Configuration()
         config.busyMode = .timeout(10)
@@ -119,21 +115,23 @@ public final class SQLiteKeyStore: KeyStore {
                 // One damaged row must not stall the feed for every other key: it is
                 // skipped and logged, and the feed moves past it.
                 let changes = try await read { db in
-                    try Row.fetchAll(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE seq > ? ORDER BY seq", arguments: [since])
-                        .map { row -> KeyChange in
-                            let seq: Int64 = row["seq"]
-                            do {
-                                return KeyChange(seq: seq, key: try SQLiteSchema.decodeKey(row), problem: nil)
-                            } catch {
-                                let id = (row["id"] as String?).map { String($0.prefix(80)) } ?? "?"
-                                return KeyChange(seq: seq, key: nil, problem: "key row '\(id)': \(Self.describe(error))")
-                            }
+                    try Row.fetchAll(
+                        db, sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE seq > ? ORDER BY seq", arguments: [since]
+                    )
+                    .map { row -> KeyChange in
+                        let seq: Int64 = row["seq"]
+                        do {
+                            return KeyChange(seq: seq, key: try SQLiteSchema.decodeKey(row), usageEpoch: row["usage_epoch"], problem: nil)
+                        } catch {
+                            let id = (row["id"] as String?).map { String($0.prefix(80)) } ?? "?"
+                            return KeyChange(seq: seq, key: nil, usageEpoch: 0, problem: "key row '\(id)': \(Self.describe(error))")
                         }
+                    }
                 }
                 for change in changes {
                     lastSeq = change.seq
                     if let key = change.key {
-                        ledger.refresh(key, version: change.seq)
+                        ledger.refresh(key, version: change.seq, usageEpoch: change.usageEpoch)
                     } else {
                         logger.error(
                             "skipping a key row that cannot be read",
@@ -322,12 +320,12 @@ public final class SQLiteKeyStore: KeyStore {
                 for problem in damaged.values {
                     logger.error("a key row cannot be read; its requests answer 503", metadata: ["problem": "\(problem)"])
                 }
-                for key in loaded { ledger.load(key.key, version: key.version, counters: key.counters, apis: key.apis) }
+                for key in loaded { ledger.load(key.key, version: key.version, usageEpoch: key.usageEpoch, usage: key.usage) }
                 // A change committed between that read and the loads may have reached the
                 // change feed while the ledger did not hold the key, and been passed over:
                 // now that the keys are held, read their records once more.
                 let records = try pool.read { db in loaded.compactMap { try? Self.record(digest: $0.key.digest, db) } }
-                for (key, version) in records { ledger.refresh(key, version: version) }
+                for record in records { ledger.refresh(record.key, version: record.version, usageEpoch: record.usageEpoch) }
                 return (Set(loaded.map(\.key.digest)), Set(damaged.keys))
             }
             // Requests the watchdog answered `503` meanwhile are not answered again.
@@ -397,7 +395,7 @@ public final class SQLiteKeyStore: KeyStore {
                 // at its path would be lost with the next restart.
                 try checkFileOrThrow()
                 try pool.write { db in
-                    for snapshot in batch.snapshots { try Self.write(snapshot, db) }
+                    for increment in batch.increments { try Self.write(increment, db) }
                 }
                 ledger.committed(batch)
                 recordCommit(succeeded: true)
@@ -416,29 +414,41 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
-    private static func write(_ snapshot: UsageSnapshot, _ db: Database) throws {
+    /// Adds a key's increments to its rows: never absolute values, so that no write replaces
+    /// counts another writer made. Skipped if the key's usage was reset since it was counted
+    /// (its epoch moved on): the reset said those units no longer count.
+    private static func write(_ increment: UsageIncrement, _ db: Database) throws {
+        let epoch = try Int64.fetchOne(
+            db.cachedStatement(sql: "SELECT usage_epoch FROM keys WHERE id = ?"), arguments: [increment.keyID.rawValue])
+        guard epoch == increment.usageEpoch else { return }
+        // A later window starts at the increment; the same window adds it; an earlier one
+        // (a late write for a window already over) changes nothing.
         let counters = try db.cachedStatement(
             sql: """
                 INSERT INTO counters (key_id, counter, window_start, used) VALUES (?, ?, ?, ?)
-                ON CONFLICT (key_id, counter) DO UPDATE SET window_start = excluded.window_start, used = excluded.used
+                ON CONFLICT (key_id, counter) DO UPDATE SET
+                    used = CASE WHEN excluded.window_start > window_start THEN excluded.used
+                        WHEN excluded.window_start = window_start THEN used + excluded.used ELSE used END,
+                    window_start = MAX(window_start, excluded.window_start)
                 """
         )
-        for (id, counter) in snapshot.counters {
-            try counters.execute(arguments: [snapshot.keyID.rawValue, id, counter.windowStart, counter.used])
+        for counter in increment.counters {
+            try counters.execute(arguments: [increment.keyID.rawValue, counter.counter, counter.windowStart, counter.added])
         }
         let apis = try db.cachedStatement(
             sql: """
                 INSERT INTO api_usage (key_id, api, admitted, scope_denied, quota_exceeded, key_revoked, key_expired)
                 VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (key_id, api) DO UPDATE SET admitted = excluded.admitted,
-                    scope_denied = excluded.scope_denied, quota_exceeded = excluded.quota_exceeded,
-                    key_revoked = excluded.key_revoked, key_expired = excluded.key_expired
+                ON CONFLICT (key_id, api) DO UPDATE SET admitted = admitted + excluded.admitted,
+                    scope_denied = scope_denied + excluded.scope_denied, quota_exceeded = quota_exceeded + excluded.quota_exceeded,
+                    key_revoked = key_revoked + excluded.key_revoked, key_expired = key_expired + excluded.key_expired
                 """
         )
-        for (api, usage) in snapshot.apis {
+        for api in increment.apis {
+            let added = api.added
             try apis.execute(arguments: [
-                snapshot.keyID.rawValue, api, usage.admitted, usage.scopeDenied, usage.quotaExceeded, usage.keyRevoked,
-                usage.keyExpired,
+                increment.keyID.rawValue, api.api, added.admitted, added.scopeDenied, added.quotaExceeded, added.keyRevoked,
+                added.keyExpired,
             ])
         }
     }
@@ -491,7 +501,7 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     public func key(digest: KeyDigest) async throws(TollgateError) -> APIKey? {
-        try await read { db in try Self.record(digest: digest, db)?.0 }
+        try await read { db in try Self.record(digest: digest, db)?.key }
     }
 
     public func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey] {
@@ -545,27 +555,31 @@ public final class SQLiteKeyStore: KeyStore {
         return try await read { db in try Self.loadUsage(keyID: id, db) }
     }
 
-    /// Runs on the group-commit queue, so that no batch taken before the reset (holding the
-    /// old counts) commits after it: the ledger's counts are zeroed, then the rows deleted.
+    /// Deletes the key's counts and moves its usage epoch on, in one transaction, on the
+    /// group-commit queue: no batch is in flight meanwhile, and any write counted before the
+    /// reset (here, or in a server following the change feed) is dropped by the epoch check.
     public func resetUsage(id: KeyID) async throws(TollgateError) {
-        let found = try await storeOperation("write") {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+        let epoch = try await storeOperation("write") {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int64?, any Error>) in
                 writer.async { [self] in
-                    ledger.resetUsage(id: id)
-                    continuation.resume(
-                        with: Result {
-                            try pool.write { db in
-                                try db.execute(sql: "DELETE FROM counters WHERE key_id = ?", arguments: [id.rawValue])
-                                try db.execute(sql: "DELETE FROM api_usage WHERE key_id = ?", arguments: [id.rawValue])
-                                return try Bool.fetchOne(
-                                    db, sql: "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?)", arguments: [id.rawValue])
-                                    ?? false
-                            }
-                        })
+                    let result = Result { () throws -> Int64? in
+                        let epoch = try pool.write { db -> Int64? in
+                            try db.execute(
+                                sql: "UPDATE keys SET usage_epoch = usage_epoch + 1, seq = \(SQLiteSchema.nextSeq) WHERE id = ?",
+                                arguments: [id.rawValue])
+                            guard db.changesCount == 1 else { return nil }
+                            try db.execute(sql: "DELETE FROM counters WHERE key_id = ?", arguments: [id.rawValue])
+                            try db.execute(sql: "DELETE FROM api_usage WHERE key_id = ?", arguments: [id.rawValue])
+                            return try Int64.fetchOne(db, sql: "SELECT usage_epoch FROM keys WHERE id = ?", arguments: [id.rawValue])
+                        }
+                        if let epoch { ledger.resetUsage(id: id, epoch: epoch) }
+                        return epoch
+                    }
+                    continuation.resume(with: result)
                 }
             }
         }
-        guard found else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
+        guard epoch != nil else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
     }
 
     // MARK: Reading
@@ -573,23 +587,23 @@ public final class SQLiteKeyStore: KeyStore {
     struct LoadedKey {
         var key: APIKey
         var version: Int64
-        var counters: [String: UsageCounter]
-        var apis: [String: APIUsage]
+        var usageEpoch: Int64
+        var usage: UsageSnapshot
     }
 
     static func load(digest: KeyDigest, _ db: Database) throws -> LoadedKey? {
-        guard let (key, version) = try record(digest: digest, db) else { return nil }
-        let usage = try loadUsage(keyID: key.id, db)
-        return LoadedKey(key: key, version: version, counters: usage.counters, apis: usage.apis)
+        guard let record = try record(digest: digest, db) else { return nil }
+        let usage = try loadUsage(keyID: record.key.id, db)
+        return LoadedKey(key: record.key, version: record.version, usageEpoch: record.usageEpoch, usage: usage)
     }
 
-    /// A key's record and its change `seq`.
-    static func record(digest: KeyDigest, _ db: Database) throws -> (APIKey, Int64)? {
+    /// A key's record, its change `seq` and its usage epoch.
+    static func record(digest: KeyDigest, _ db: Database) throws -> (key: APIKey, version: Int64, usageEpoch: Int64)? {
         // Cached statements: preparing one anew per lookup costs more than the lookup.
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?"),
+            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE digest = ?"),
             arguments: [Data(digest.bytes)]
-        ).map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+        ).map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64, row["usage_epoch"] as Int64) }
     }
 
     static func loadUsage(keyID: KeyID, _ db: Database) throws -> UsageSnapshot {
@@ -644,6 +658,7 @@ extension SQLiteKeyStore {
     struct KeyChange: Sendable {
         var seq: Int64
         var key: APIKey?
+        var usageEpoch: Int64
         var problem: String?
     }
 

@@ -44,6 +44,11 @@ enum SQLiteSchema {
                     """
             )
         }
+        // Usage resets move a key's epoch on, so that a write counted before a reset (by a
+        // server that has not yet seen it) is dropped rather than added to the new counts.
+        migrator.registerMigration("v2-usage-epoch") { db in
+            try db.execute(sql: "ALTER TABLE keys ADD COLUMN usage_epoch INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 

@@ -307,6 +307,39 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         }
     }
 
+    /// A reset made from another process (the CLI) reaches a serving process through the
+    /// change feed: its held counts start again, and nothing it counted before the reset is
+    /// written after it (the usage epoch check).
+    @Test func aResetFromAnotherProcessReachesTheServerAndOldCountsNeverLand() async throws {
+        try await LoadLock.exclusively {
+            let path = try path()
+            let server = try SQLiteKeyStore(configuration: .init(path: path))
+            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            let key = try await makeKey(in: server, limits: ["3/total"], secret: "r").key
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                for _ in 0..<3 { #expect(try await admit(server, secret: "r").outcome == .admitted) }
+                #expect(try await admit(server, secret: "r").outcome == .quotaExceeded)
+                try await cli.resetUsage(id: key.id)
+                let resetAt = ContinuousClock.now
+                var outcome = try await admit(server, secret: "r").outcome
+                while outcome != .admitted && ContinuousClock.now - resetAt < .seconds(3) {
+                    try await Task.sleep(for: .milliseconds(20))
+                    outcome = try await admit(server, secret: "r").outcome
+                }
+                #expect(outcome == .admitted)
+                #expect(ContinuousClock.now - resetAt < .seconds(1))
+                server.flushNow()
+                // The file holds the one use after the reset, not the three before it.
+                let usage = try #require(try await cli.usage(id: key.id))
+                #expect(usage.counters["total"]?.used == 1)
+                #expect(usage.apis["api1"]?.admitted == 1)
+                #expect(usage.apis["api1"]?.quotaExceeded ?? 0 <= 1)
+                group.cancelAll()
+            }
+        }
+    }
+
     /// First uses of many keys and unknown secrets at once share lookups; each still gets
     /// its own right answer.
     @Test func concurrentFirstUsesOfKnownAndUnknownSecretsAreAnsweredRightly() async throws {
