@@ -117,8 +117,35 @@ struct KeyRoutes<Store: KeyStore, Clock: WallClock>: Sendable {
         return Response(status: .noContent, headers: [.cacheControl: "no-store"])
     }
 
+    /// A new secret for the same key; the old one works for `overlap` (default 24h), then is
+    /// refused as revoked. A revoked key is `409`: its new secret would be refused too.
     @Sendable func rotate(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        throw AdminError(status: .notImplemented, code: "not_implemented", detail: "Rotation is not built yet.")
+        let id = try keyID(context)
+        let body = try await AdminBody.read(request, context: context, allowed: ["overlap"])
+        var text = RotationOverlap.defaultText
+        if let given = try body.string("overlap") { text = given }
+        let overlap: Int64
+        do {
+            overlap = try RotationOverlap.parse(text)
+        } catch {
+            throw AdminError(error, field: "overlap")
+        }
+        let now = clock.now
+        let rotated: RotatedKey?
+        do {
+            rotated = try await store.rotate(id: id, overlapSeconds: overlap, now: now)
+        } catch {
+            throw error.code == .invalidInput
+                ? AdminError(status: .conflict, code: "key_revoked", detail: error.message) : AdminError(error)
+        }
+        guard let rotated else { throw AdminError.keyNotFound(id.rawValue) }
+        let key = rotated.key
+        let secret = rotated.secret
+        context.logger.notice(
+            "key rotated through the admin API",
+            metadata: ["key_id": "\(id)", "remote": "\(context.remote)", "previous_until": "\(key.previousDigestExpiresAt ?? now)"])
+        return jsonResponse(
+            IssuedKey(report: KeyReport(key, now: now), key: secret, previousKeyExpiresAt: key.previousDigestExpiresAt?.iso8601))
     }
 
     // MARK: Usage

@@ -39,6 +39,13 @@ public protocol KeyStore: Service {
     /// - Returns: the revoked record, or `nil` if no key has that id.
     func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey?
 
+    /// Gives a key a new secret (its digest `newDigest`) in one step: id, scopes, limits
+    /// and usage stay, and the current secret keeps opening the key until `previousUntil`,
+    /// then is refused with `key_revoked`. A secret rotated away before is forgotten.
+    /// - Returns: the rotated record, or `nil` if no key has that id.
+    /// - Throws: `.keyExists` if a key has `newDigest` already.
+    func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey?
+
     /// The key's counters and per-API counts as last recorded.
     func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot?
 

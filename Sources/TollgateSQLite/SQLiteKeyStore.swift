@@ -326,7 +326,7 @@ public final class SQLiteKeyStore: KeyStore {
                 // now that the keys are held, read their records once more.
                 let records = try pool.read { db in loaded.compactMap { try? Self.record(digest: $0.key.digest, db) } }
                 for record in records { ledger.refresh(record.key, version: record.version, usageEpoch: record.usageEpoch) }
-                return (Set(loaded.map(\.key.digest)), Set(damaged.keys))
+                return (Set(loaded.flatMap(\.key.digests)), Set(damaged.keys))
             }
             // Requests the watchdog answered `503` meanwhile are not answered again.
             let waiting = lookups.withLock { lookups -> [Lookup] in
@@ -476,7 +476,8 @@ public final class SQLiteKeyStore: KeyStore {
         for chunk in stride(from: 0, to: keys.count, by: 10_000).map({ keys[$0..<min($0 + 10_000, keys.count)] }) {
             let insertedDigests = try await write { db in
                 let statement = try db.cachedStatement(
-                    sql: "INSERT OR IGNORE INTO keys (\(SQLiteSchema.keyColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq))"
+                    sql:
+                        "INSERT OR IGNORE INTO keys (\(SQLiteSchema.insertColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq))"
                 )
                 var digests: [KeyDigest] = []
                 for key in chunk {
@@ -515,7 +516,7 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     public func updateKey(_ key: APIKey) async throws(TollgateError) {
-        let version = try await write { db -> Int64? in
+        let version = try await write { db -> (APIKey, Int64)? in
             try db.execute(
                 sql: """
                     UPDATE keys SET name = ?, scopes = ?, limits = ?, expires_at = ?, revoked_at = ?, seq = \(SQLiteSchema.nextSeq)
@@ -528,10 +529,39 @@ public final class SQLiteKeyStore: KeyStore {
                 ]
             )
             guard db.changesCount == 1 else { return nil }
-            return try Int64.fetchOne(db, sql: "SELECT seq FROM keys WHERE id = ?", arguments: [key.id.rawValue])
+            // The row as written, digests included: a rotation between the caller's read and
+            // this write must not be undone in memory by the caller's older copy.
+            return try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [key.id.rawValue])
+                .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
         }
-        guard let version else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        guard let (stored, version) = version else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        ledger.refresh(stored, version: version)
+    }
+
+    /// One transaction: the new digest must be free (as a current or previous digest of any
+    /// key), and the current digest moves to `previous_digest` in the same `UPDATE`.
+    public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
+        let rotated = try await write { db -> (APIKey, Int64)? in
+            let digest = Data(newDigest.bytes)
+            let taken =
+                try Bool.fetchOne(
+                    db, sql: "SELECT EXISTS (SELECT 1 FROM keys WHERE digest = ? OR previous_digest = ?)", arguments: [digest, digest])
+                ?? false
+            if taken { throw TollgateError(.keyExists, "a key with that secret exists already") }
+            try db.execute(
+                sql: """
+                    UPDATE keys SET previous_digest = digest, previous_until = ?, digest = ?, seq = \(SQLiteSchema.nextSeq)
+                    WHERE id = ?
+                    """,
+                arguments: [previousUntil.millisecondsSinceEpoch, digest, id.rawValue]
+            )
+            guard db.changesCount == 1 else { return nil }
+            return try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [id.rawValue])
+                .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+        }
+        guard let (key, version) = rotated else { return nil }
         ledger.refresh(key, version: version)
+        return key
     }
 
     /// One conditional update, so that an edit made between a read and a write-back is
@@ -601,8 +631,8 @@ public final class SQLiteKeyStore: KeyStore {
     static func record(digest: KeyDigest, _ db: Database) throws -> (key: APIKey, version: Int64, usageEpoch: Int64)? {
         // Cached statements: preparing one anew per lookup costs more than the lookup.
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE digest = ?"),
-            arguments: [Data(digest.bytes)]
+            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE digest = ? OR previous_digest = ?"),
+            arguments: [Data(digest.bytes), Data(digest.bytes)]
         ).map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64, row["usage_epoch"] as Int64) }
     }
 
@@ -706,7 +736,7 @@ extension SQLiteKeyStore {
         try await write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO keys (\(SQLiteSchema.keyColumns))
+                    INSERT INTO keys (\(SQLiteSchema.insertColumns))
                     VALUES ('key_damaged', ?, '', 'api1/*', '', 0, NULL, NULL, \(SQLiteSchema.nextSeq))
                     """,
                 arguments: [Data(KeyDigest(secret: "damaged").bytes)]
