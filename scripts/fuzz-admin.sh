@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 bin=${TOLLGATE_BIN:-.build/debug/tollgate}
 schemathesis=${SCHEMATHESIS:-schemathesis}
 examples=${FUZZ_MAX_EXAMPLES:-100}
+# schemathesis runs in the scratch folder (it writes a .schemathesis folder where it runs).
+case $schemathesis in /*) ;; */*) schemathesis=$PWD/$schemathesis ;; esac
 if [ ! -x "$bin" ]; then
     echo "fuzz-admin: $bin is missing: run 'swift build' first (or set TOLLGATE_BIN)" >&2
     exit 1
@@ -46,14 +48,14 @@ fi
 echo "fuzz-admin: fuzzing $url/admin/v1 with $($schemathesis --version)"
 
 status=0
-timeout 150 "$schemathesis" run "$url/admin/v1/openapi.json" \
+(cd "$work" && timeout 150 "$schemathesis" run "$url/admin/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,response_schema_conformance,status_code_conformance \
     --max-examples "$examples" \
     --seed 7 \
     --generation-database none \
     --request-timeout 10 \
-    --no-color || status=$?
+    --no-color) || status=$?
 
 if ! kill -0 "$pid" 2>/dev/null; then
     echo "fuzz-admin: the server died during the fuzz:" >&2
