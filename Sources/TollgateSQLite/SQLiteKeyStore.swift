@@ -585,6 +585,45 @@ public final class SQLiteKeyStore: KeyStore {
         return try await read { db in try Self.loadUsage(keyID: id, db) }
     }
 
+    /// A page of keys with their usage in one read of three range scans (keys, counters,
+    /// per-API counts over the page's id range), instead of two queries per key; a key held
+    /// in memory reports its held counts, as ``usage(id:)`` does.
+    public func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage] {
+        let stored = try await read { db -> [KeyUsage] in
+            let keys = try Row.fetchAll(
+                db,
+                sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id > ? ORDER BY id LIMIT ?",
+                arguments: [after?.rawValue ?? "", limit]
+            ).map(SQLiteSchema.decodeKey)
+            guard let first = keys.first?.id.rawValue, let last = keys.last?.id.rawValue else { return [] }
+            var counters: [String: [String: UsageCounter]] = [:]
+            for row in try Row.fetchAll(
+                db, sql: "SELECT key_id, counter, window_start, used FROM counters WHERE key_id BETWEEN ? AND ?", arguments: [first, last])
+            {
+                counters[row["key_id"], default: [:]][row["counter"]] = UsageCounter(windowStart: row["window_start"], used: row["used"])
+            }
+            var apis: [String: [String: APIUsage]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM api_usage WHERE key_id BETWEEN ? AND ?", arguments: [first, last]) {
+                apis[row["key_id"], default: [:]][row["api"]] = APIUsage(
+                    admitted: row["admitted"],
+                    scopeDenied: row["scope_denied"],
+                    quotaExceeded: row["quota_exceeded"],
+                    keyRevoked: row["key_revoked"],
+                    keyExpired: row["key_expired"]
+                )
+            }
+            return keys.map { key in
+                KeyUsage(
+                    key: key,
+                    usage: UsageSnapshot(keyID: key.id, counters: counters[key.id.rawValue] ?? [:], apis: apis[key.id.rawValue] ?? [:]))
+            }
+        }
+        return stored.map { entry in
+            guard let held = ledger.snapshot(of: entry.key.id) else { return entry }
+            return KeyUsage(key: entry.key, usage: held.usage)
+        }
+    }
+
     /// Deletes the key's counts and moves its usage epoch on, in one transaction, on the
     /// group-commit queue: no batch is in flight meanwhile, and any write counted before the
     /// reset (here, or in a server following the change feed) is dropped by the epoch check.
