@@ -83,9 +83,10 @@ public struct KeyCache<Entry: CachedKey> {
     @discardableResult
     public mutating func insert(_ entry: Entry, mayDrop: (Entry) -> Bool = { _ in true }) -> Bool {
         let key = entry.key
-        unknown[key.digest] = nil
-        guard byDigest[key.digest] == nil, byID[key.id] == nil else { return false }
-        byDigest[key.digest] = entry
+        let digests = key.digests
+        for digest in digests { unknown[digest] = nil }
+        guard byID[key.id] == nil, digests.allSatisfy({ byDigest[$0] == nil }) else { return false }
+        for digest in digests { byDigest[digest] = entry }
         byID[key.id] = entry
         if let capacity = configuration.capacity {
             link(entry)
@@ -94,12 +95,19 @@ public struct KeyCache<Entry: CachedKey> {
         return true
     }
 
-    /// Indexes a held entry under its record's digest after the record changed (a new
-    /// secret), forgetting `oldDigest`.
-    public mutating func reindex(_ entry: Entry, oldDigest: KeyDigest) {
-        guard oldDigest != entry.key.digest, byDigest[oldDigest] === entry else { return }
-        byDigest[oldDigest] = nil
-        byDigest[entry.key.digest] = entry
+    /// Indexes a held entry under its record's digests after the record changed (a
+    /// rotation: a new secret, the old one kept as the previous), forgetting `oldDigests`
+    /// the record no longer has.
+    public mutating func reindex(_ entry: Entry, oldDigests: [KeyDigest]) {
+        let digests = entry.key.digests
+        guard digests != oldDigests else { return }
+        for digest in oldDigests where !digests.contains(digest) && byDigest[digest] === entry {
+            byDigest[digest] = nil
+        }
+        for digest in digests where byDigest[digest] == nil {
+            byDigest[digest] = entry
+            unknown[digest] = nil
+        }
     }
 
     /// Drops every entry and every remembered unknown secret.
@@ -162,7 +170,7 @@ public struct KeyCache<Entry: CachedKey> {
             steps -= 1
             if mayDrop(victim) {
                 unlink(victim)
-                byDigest[victim.key.digest] = nil
+                for digest in victim.key.digests { byDigest[digest] = nil }
                 byID[victim.key.id] = nil
             } else {
                 touch(victim)

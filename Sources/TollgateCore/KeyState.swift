@@ -68,7 +68,7 @@ public final class KeyState: CachedKey {
     /// Decides a request and, when it is admitted, takes one unit from every counter that
     /// applies: all or nothing, since the caller holds the ledger's lock throughout.
     func decide(_ request: AdmissionRequest) -> AdmissionDecision {
-        if key.revokedAt != nil {
+        if key.revokedAt != nil || key.refusesRetired(request.digest, at: request.now) {
             count(.keyRevoked, api: request.api)
             return AdmissionDecision(outcome: .keyRevoked, keyID: key.id)
         }

@@ -39,6 +39,13 @@ public protocol KeyStore: Service {
     /// - Returns: the revoked record, or `nil` if no key has that id.
     func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey?
 
+    /// Gives a key a new secret (its digest `newDigest`) in one step: id, scopes, limits
+    /// and usage stay, and the current secret keeps opening the key until `previousUntil`,
+    /// then is refused with `key_revoked`. A secret rotated away before is forgotten.
+    /// - Returns: the rotated record, or `nil` if no key has that id.
+    /// - Throws: `.keyExists` if a key has `newDigest` already.
+    func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey?
+
     /// The key's counters and per-API counts as last recorded.
     func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot?
 
@@ -52,6 +59,10 @@ public protocol KeyStore: Service {
     /// that has transactions stores them all in one, and nothing if `batches` throws.
     /// - Returns: how many were stored.
     func importKeys(_ batches: some KeyBatchSource) async throws(TollgateError) -> Int
+
+    /// Keys in id order after `after`, at most `limit`, each with its usage, for exports
+    /// that read a page at a time; a default implementation reads key by key.
+    func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage]
 }
 
 extension KeyStore {
@@ -85,5 +96,30 @@ extension KeyStore {
             keys += page
             if page.count < 1000 { return keys }
         }
+    }
+}
+
+/// A key with its usage, as exports page through them.
+public struct KeyUsage: Sendable {
+    public var key: APIKey
+    public var usage: UsageSnapshot?
+
+    public init(key: APIKey, usage: UsageSnapshot?) {
+        self.key = key
+        self.usage = usage
+    }
+}
+
+extension KeyStore {
+    /// Keys in id order after `after`, at most `limit`, each with its usage: what a usage
+    /// export reads a page at a time, so that it never holds every key in memory.
+    ///
+    /// Built from ``listKeys(after:limit:)`` and ``usage(id:)``; one read per key.
+    public func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage] {
+        var page: [KeyUsage] = []
+        for key in try await listKeys(after: after, limit: limit) {
+            page.append(KeyUsage(key: key, usage: try await usage(id: key.id)))
+        }
+        return page
     }
 }

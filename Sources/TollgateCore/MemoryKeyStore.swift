@@ -52,6 +52,10 @@ public struct MemoryKeyStore: KeyStore {
         ledger.revoke(id: id, at: now)
     }
 
+    public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
+        try ledger.rotate(id: id, to: newDigest, previousUntil: previousUntil)
+    }
+
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
         ledger.snapshot(of: id)?.usage
     }

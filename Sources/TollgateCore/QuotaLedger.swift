@@ -136,10 +136,10 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
                 guard version > keyState.version else { return true }
                 keyState.version = version
             }
-            let oldDigest = keyState.key.digest
+            let oldDigests = keyState.key.digests
             var key = key
             keyState.replace(key: key, policy: state.policies.policy(for: &key))
-            state.cache.reindex(keyState, oldDigest: oldDigest)
+            state.cache.reindex(keyState, oldDigests: oldDigests)
             if let usageEpoch, usageEpoch > keyState.usageEpoch { keyState.resetUsage(epoch: usageEpoch) }
             return true
         }
@@ -155,6 +155,23 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
                 key.revokedAt = now
                 keyState.replace(key: key, policy: keyState.policy)
             }
+            return keyState.key
+        }
+    }
+
+    /// Rotates a held key to `newDigest` in one step under the lock (for stores whose ledger
+    /// is their only copy); its counts stay.
+    /// - Returns: the rotated record; `nil` if no key has that id.
+    /// - Throws: `.keyExists` if another key (or this one) already has `newDigest`.
+    public func rotate(id: KeyID, to newDigest: KeyDigest, previousUntil until: Timestamp) throws(TollgateError) -> APIKey? {
+        try state.withLock { state throws(TollgateError) -> APIKey? in
+            guard let keyState = state.cache.entry(id: id) else { return nil }
+            guard state.cache.entry(digest: newDigest) == nil else {
+                throw TollgateError(.keyExists, "a key with that secret exists already")
+            }
+            let oldDigests = keyState.key.digests
+            keyState.replace(key: keyState.key.rotated(to: newDigest, previousUntil: until), policy: keyState.policy)
+            state.cache.reindex(keyState, oldDigests: oldDigests)
             return keyState.key
         }
     }

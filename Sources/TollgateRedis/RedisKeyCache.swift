@@ -63,7 +63,9 @@ enum RedisRecord {
             limits: limits,
             createdAt: Timestamp(millisecondsSinceEpoch: created),
             expiresAt: fields["expires_at"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:)),
-            revokedAt: fields["revoked_at"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:))
+            revokedAt: fields["revoked_at"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:)),
+            previousDigest: fields["previous_digest"].flatMap { KeyDigest(hex: $0) },
+            previousDigestExpiresAt: fields["previous_until"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:))
         )
     }
 }
@@ -135,9 +137,9 @@ struct Cache: @unchecked Sendable {  // only ever touched under its store's lock
     /// Holds a record just read from Redis, replacing any held under its id.
     mutating func hold(_ key: APIKey) {
         if let held = keys.entry(id: key.id) {
-            let oldDigest = held.key.digest
+            let oldDigests = held.key.digests
             held.replace(key: key)
-            keys.reindex(held, oldDigest: oldDigest)
+            keys.reindex(held, oldDigests: oldDigests)
         } else {
             keys.insert(RedisCachedKey(key: key))
         }

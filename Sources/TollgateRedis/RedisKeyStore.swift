@@ -170,8 +170,9 @@ public final class RedisKeyStore: KeyStore {
     }
 
     private func decide(_ request: AdmissionRequest, key: APIKey, plan: RedisPlan, promise: EventLoopPromise<AdmissionDecision>) {
-        if key.revokedAt != nil || key.isExpired(at: request.now) {
-            let outcome: AdmissionDecision.Outcome = key.revokedAt != nil ? .keyRevoked : .keyExpired
+        let revoked = key.revokedAt != nil || key.refusesRetired(request.digest, at: request.now)
+        if revoked || key.isExpired(at: request.now) {
+            let outcome: AdmissionDecision.Outcome = revoked ? .keyRevoked : .keyExpired
             // Counted without waiting: the answer does not depend on it.
             _ = client.send(RESPCommand("HINCRBY", .string(plan.keys[0]), .string("\(outcome.rawValue):\(request.api)"), 1))
             promise.succeed(AdmissionDecision(outcome: outcome, keyID: key.id))
@@ -292,6 +293,30 @@ public final class RedisKeyStore: KeyStore {
         )
         guard updated.int == 1 else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
         if let stored = try await record(id: key.id) { cache.withLock { $0.refresh(stored) } }
+    }
+
+    /// The Lua script moves the digests in one step; it names the index of the digest it
+    /// drops in KEYS (read here first), and a rotation racing in between is retried.
+    public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
+        for _ in 0..<3 {
+            guard let current = try await record(id: id) else { return nil }
+            let dropped = current.previousDigest
+            let result = try await run(
+                RedisScripts.rotate,
+                keys: [names.record(id), names.digest(newDigest), dropped.map(names.digest) ?? names.record(id), names.changes],
+                args: [id.rawValue, newDigest.hex, String(previousUntil.millisecondsSinceEpoch), dropped?.hex ?? ""]
+            )
+            switch result.int {
+            case 1:
+                guard let key = try await record(id: id) else { return nil }
+                cache.withLock { $0.refresh(key) }
+                return key
+            case 0: return nil
+            case -1: throw TollgateError(.keyExists, "a key with that secret exists already")
+            default: continue
+            }
+        }
+        throw TollgateError(.storeUnavailable, "the key \(id) kept changing while it was rotated: try again")
     }
 
     public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {

@@ -26,7 +26,7 @@ extension SQLiteKeyStore {
 
                 var seq = try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0
                 let statement = try db.makeStatement(
-                    sql: "INSERT OR IGNORE INTO keys (\(SQLiteSchema.keyColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                    sql: "INSERT OR IGNORE INTO keys (\(SQLiteSchema.insertColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
                 let handle = statement.sqliteStatement
                 var inserted = 0
                 while let batch = try batches.next() {

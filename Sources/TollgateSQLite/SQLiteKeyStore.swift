@@ -329,7 +329,7 @@ public final class SQLiteKeyStore: KeyStore {
                 // now that the keys are held, read their records once more.
                 let records = try pool.read { db in loaded.compactMap { try? Self.record(digest: $0.key.digest, db) } }
                 for record in records { ledger.refresh(record.key, version: record.version, usageEpoch: record.usageEpoch) }
-                return (Set(loaded.map(\.key.digest)), Set(damaged.keys))
+                return (Set(loaded.flatMap(\.key.digests)), Set(damaged.keys))
             }
             configuration.metrics.finished(.lookup, startedAt: started, result: outcome, requests: digests.count)
             // Requests the watchdog answered `503` meanwhile are not answered again.
@@ -483,7 +483,8 @@ public final class SQLiteKeyStore: KeyStore {
         for chunk in stride(from: 0, to: keys.count, by: 10_000).map({ keys[$0..<min($0 + 10_000, keys.count)] }) {
             let insertedDigests = try await write { db in
                 let statement = try db.cachedStatement(
-                    sql: "INSERT OR IGNORE INTO keys (\(SQLiteSchema.keyColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq))"
+                    sql:
+                        "INSERT OR IGNORE INTO keys (\(SQLiteSchema.insertColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq))"
                 )
                 var digests: [KeyDigest] = []
                 for key in chunk {
@@ -522,7 +523,7 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     public func updateKey(_ key: APIKey) async throws(TollgateError) {
-        let version = try await write { db -> Int64? in
+        let version = try await write { db -> (APIKey, Int64)? in
             try db.execute(
                 sql: """
                     UPDATE keys SET name = ?, scopes = ?, limits = ?, expires_at = ?, revoked_at = ?, seq = \(SQLiteSchema.nextSeq)
@@ -535,10 +536,39 @@ public final class SQLiteKeyStore: KeyStore {
                 ]
             )
             guard db.changesCount == 1 else { return nil }
-            return try Int64.fetchOne(db, sql: "SELECT seq FROM keys WHERE id = ?", arguments: [key.id.rawValue])
+            // The row as written, digests included: a rotation between the caller's read and
+            // this write must not be undone in memory by the caller's older copy.
+            return try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [key.id.rawValue])
+                .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
         }
-        guard let version else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        guard let (stored, version) = version else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        ledger.refresh(stored, version: version)
+    }
+
+    /// One transaction: the new digest must be free (as a current or previous digest of any
+    /// key), and the current digest moves to `previous_digest` in the same `UPDATE`.
+    public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
+        let rotated = try await write { db -> (APIKey, Int64)? in
+            let digest = Data(newDigest.bytes)
+            let taken =
+                try Bool.fetchOne(
+                    db, sql: "SELECT EXISTS (SELECT 1 FROM keys WHERE digest = ? OR previous_digest = ?)", arguments: [digest, digest])
+                ?? false
+            if taken { throw TollgateError(.keyExists, "a key with that secret exists already") }
+            try db.execute(
+                sql: """
+                    UPDATE keys SET previous_digest = digest, previous_until = ?, digest = ?, seq = \(SQLiteSchema.nextSeq)
+                    WHERE id = ?
+                    """,
+                arguments: [previousUntil.millisecondsSinceEpoch, digest, id.rawValue]
+            )
+            guard db.changesCount == 1 else { return nil }
+            return try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [id.rawValue])
+                .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+        }
+        guard let (key, version) = rotated else { return nil }
         ledger.refresh(key, version: version)
+        return key
     }
 
     /// One conditional update, so that an edit made between a read and a write-back is
@@ -560,6 +590,45 @@ public final class SQLiteKeyStore: KeyStore {
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {
         if let held = ledger.snapshot(of: id) { return held.usage }
         return try await read { db in try Self.loadUsage(keyID: id, db) }
+    }
+
+    /// A page of keys with their usage in one read of three range scans (keys, counters,
+    /// per-API counts over the page's id range), instead of two queries per key; a key held
+    /// in memory reports its held counts, as ``usage(id:)`` does.
+    public func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage] {
+        let stored = try await read { db -> [KeyUsage] in
+            let keys = try Row.fetchAll(
+                db,
+                sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id > ? ORDER BY id LIMIT ?",
+                arguments: [after?.rawValue ?? "", limit]
+            ).map(SQLiteSchema.decodeKey)
+            guard let first = keys.first?.id.rawValue, let last = keys.last?.id.rawValue else { return [] }
+            var counters: [String: [String: UsageCounter]] = [:]
+            for row in try Row.fetchAll(
+                db, sql: "SELECT key_id, counter, window_start, used FROM counters WHERE key_id BETWEEN ? AND ?", arguments: [first, last])
+            {
+                counters[row["key_id"], default: [:]][row["counter"]] = UsageCounter(windowStart: row["window_start"], used: row["used"])
+            }
+            var apis: [String: [String: APIUsage]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM api_usage WHERE key_id BETWEEN ? AND ?", arguments: [first, last]) {
+                apis[row["key_id"], default: [:]][row["api"]] = APIUsage(
+                    admitted: row["admitted"],
+                    scopeDenied: row["scope_denied"],
+                    quotaExceeded: row["quota_exceeded"],
+                    keyRevoked: row["key_revoked"],
+                    keyExpired: row["key_expired"]
+                )
+            }
+            return keys.map { key in
+                KeyUsage(
+                    key: key,
+                    usage: UsageSnapshot(keyID: key.id, counters: counters[key.id.rawValue] ?? [:], apis: apis[key.id.rawValue] ?? [:]))
+            }
+        }
+        return stored.map { entry in
+            guard let held = ledger.snapshot(of: entry.key.id) else { return entry }
+            return KeyUsage(key: entry.key, usage: held.usage)
+        }
     }
 
     /// Deletes the key's counts and moves its usage epoch on, in one transaction, on the
@@ -608,8 +677,8 @@ public final class SQLiteKeyStore: KeyStore {
     static func record(digest: KeyDigest, _ db: Database) throws -> (key: APIKey, version: Int64, usageEpoch: Int64)? {
         // Cached statements: preparing one anew per lookup costs more than the lookup.
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE digest = ?"),
-            arguments: [Data(digest.bytes)]
+            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE digest = ? OR previous_digest = ?"),
+            arguments: [Data(digest.bytes), Data(digest.bytes)]
         ).map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64, row["usage_epoch"] as Int64) }
     }
 
@@ -713,7 +782,7 @@ extension SQLiteKeyStore {
         try await write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO keys (\(SQLiteSchema.keyColumns))
+                    INSERT INTO keys (\(SQLiteSchema.insertColumns))
                     VALUES ('key_damaged', ?, '', 'api1/*', '', 0, NULL, NULL, \(SQLiteSchema.nextSeq))
                     """,
                 arguments: [Data(KeyDigest(secret: "damaged").bytes)]

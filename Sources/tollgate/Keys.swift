@@ -6,8 +6,8 @@ import TollgateHTTP
 /// `tollgate keys …`: create, list, show, revoke and import keys.
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create, list, show, revoke and import API keys.",
-        subcommands: [Create.self, List.self, Show.self, Revoke.self, Import.self]
+        abstract: "Create, list, show, update, rotate, revoke and import API keys.",
+        subcommands: [Create.self, List.self, Show.self, Update.self, Rotate.self, Revoke.self, Import.self]
     )
 }
 

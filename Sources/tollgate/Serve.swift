@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -43,6 +44,20 @@ struct Serve: AsyncParsableCommand {
         help: "Milliseconds a store commit or lookup may take before its requests answer 503 store_unavailable."
     )
     var storeTimeout = 2000
+    @Option(
+        name: .customLong("admin-token-file"),
+        help: ArgumentHelp(
+            "A file holding the admin API's bearer token (one line); preferred to --admin-token. Without a token, /admin/v1 answers 404.",
+            valueName: "PATH")
+    )
+    var adminTokenFile: String?
+    @Option(
+        name: .customLong("admin-token"),
+        help: ArgumentHelp(
+            "The admin API's bearer token. Visible to every user in 'ps' while the server runs: prefer TOLLGATE_ADMIN_TOKEN or --admin-token-file.",
+            valueName: "TOKEN")
+    )
+    var adminToken: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
     @Option(
@@ -60,6 +75,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard idleTimeout > 0 else { throw ValidationError("--idle-timeout must be a positive number of seconds") }
         guard storeTimeout > 0 else { throw ValidationError("--store-timeout must be a positive number of milliseconds") }
+        if adminToken != nil && adminTokenFile != nil {
+            throw ValidationError("give the admin token once: --admin-token-file or --admin-token, not both")
+        }
         if let maxConnections, maxConnections < 1 {
             throw ValidationError("--max-connections must be at least 1")
         }
@@ -82,23 +100,25 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "tollgate")
         let telemetry = Telemetry()
         try await reportingErrors {
+            let token = try AdminTokenSource.read(
+                argument: adminToken, file: adminTokenFile, environment: ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_TOKEN"])
             switch try storeOptions.location() {
             case .memory:
-                try await serve(store: MemoryKeyStore(), telemetry: telemetry, logger: logger)
+                try await serve(store: MemoryKeyStore(), telemetry: telemetry, logger: logger, adminToken: token)
             case .sqlite(let path, let synchronous):
                 let lock = try ServeLock(storePath: path)
                 var configuration = SQLiteKeyStore.Configuration(path: path, synchronous: synchronous)
                 configuration.operationTimeout = .milliseconds(storeTimeout)
                 configuration.metrics = telemetry.storeMetrics("sqlite")
                 let store = try SQLiteKeyStore(configuration: configuration, logger: logger)
-                try await serve(store: store, telemetry: telemetry, heldKeys: { store.heldKeyCount }, logger: logger)
+                try await serve(store: store, telemetry: telemetry, heldKeys: { store.heldKeyCount }, logger: logger, adminToken: token)
                 _ = consume lock
             case .redis(let redis):
                 var configuration = RedisKeyStore.Configuration(redis: redis)
                 configuration.metrics = telemetry.storeMetrics("redis")
                 let store = try RedisKeyStore(configuration: configuration, logger: logger)
                 try await store.connect()
-                try await serve(store: store, telemetry: telemetry, logger: logger)
+                try await serve(store: store, telemetry: telemetry, logger: logger, adminToken: token)
             }
         }
     }
@@ -109,7 +129,7 @@ struct Serve: AsyncParsableCommand {
     /// are restored, the data plane binds, then the control plane, and only then are both
     /// addresses printed. A failure at any step names what failed and stops the rest.
     private func serve<Store: KeyStore>(
-        store: Store, telemetry: Telemetry, heldKeys: (@Sendable () -> Int)? = nil, logger: Logger
+        store: Store, telemetry: Telemetry, heldKeys: (@Sendable () -> Int)? = nil, logger: Logger, adminToken: AdminToken?
     ) async throws {
         let demoLines = demo ? try await DemoKeys.restore(in: store) : []
         let accessLog = try telemetry.accessLog(monitoring, logger: logger)
@@ -129,6 +149,7 @@ struct Serve: AsyncParsableCommand {
         let server = DataPlaneServer(configuration: dataPlane, store: store, clock: SystemWallClock(), logger: logger)
         var adminConfiguration = AdminApplication.Configuration(host: adminHost, port: adminPort, idleTimeout: .seconds(idleTimeout))
         adminConfiguration.metrics = MetricsEndpoint(registry: telemetry.registry, heldKeys: heldKeys)
+        adminConfiguration.adminToken = adminToken
         let admin = AdminApplication.make(
             configuration: adminConfiguration,
             store: store,
@@ -143,6 +164,7 @@ struct Serve: AsyncParsableCommand {
                 for line in demoLines { emit(line) }
                 emit("Data plane: http://\(urlHost(host)):\(port)")
                 emit("Control plane: \(adminURL)")
+                if adminToken != nil { emit("Admin API: \(adminURL)/admin/v1 (Authorization: Bearer ADMIN_TOKEN)") }
                 if !demoLines.isEmpty { DemoKeys.printTryLine(host: host, port: port) }
                 emit("Serving; Ctrl-C (SIGINT) or SIGTERM stops after in-flight requests.")
                 logger.info("serving", metadata: ["data": "\(data)", "control": "\(adminAddress.map { "\($0)" } ?? "?")"])
@@ -195,4 +217,35 @@ struct StartsAfter<Wrapped: Service>: Service {
 /// A host as it appears in a URL: IPv6 addresses in brackets.
 func urlHost(_ host: String) -> String {
     host.contains(":") ? "[\(host)]" : host
+}
+
+/// Where `serve` takes the admin token from: `--admin-token`, `--admin-token-file`, or
+/// `TOLLGATE_ADMIN_TOKEN`, in that order.
+enum AdminTokenSource {
+    static func read(argument: String?, file: String?, environment: String?) throws(TollgateError) -> AdminToken? {
+        if let argument { return try token(argument, from: "--admin-token") }
+        if let file {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw TollgateError(
+                    .invalidInput,
+                    "cannot read the admin token file \(TollgateError.quote(file, limit: 1024)): check --admin-token-file and that the file is readable"
+                )
+            }
+            // One line; the newline an editor or `echo` adds is not part of the token.
+            return try token(text.trimmingCharacters(in: .whitespacesAndNewlines), from: "--admin-token-file")
+        }
+        if let environment, !environment.isEmpty { return try token(environment, from: "TOLLGATE_ADMIN_TOKEN") }
+        return nil
+    }
+
+    private static func token(_ text: String, from source: String) throws(TollgateError) -> AdminToken {
+        do {
+            return try AdminToken(text)
+        } catch {
+            throw TollgateError(.invalidInput, "\(source): \(error.message)")
+        }
+    }
 }
