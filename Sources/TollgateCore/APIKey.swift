@@ -45,12 +45,13 @@ public struct APIKey: Sendable, Hashable {
         previousDigest.map { [digest, $0] } ?? [digest]
     }
 
-    /// Whether a request presenting the secret with `presented` digest is refused as revoked
-    /// because it is the previous secret and its overlap has ended.
+    /// Whether a request presenting the secret with `presented` digest is refused as revoked:
+    /// only the current secret, or the previous one inside its overlap, opens the key (a
+    /// stale cache entry found by any other digest must never open it).
     @inlinable
     public func refusesRetired(_ presented: KeyDigest, at instant: Timestamp) -> Bool {
         guard presented != digest else { return false }
-        guard let until = previousDigestExpiresAt else { return true }
+        guard presented == previousDigest, let until = previousDigestExpiresAt else { return true }
         return instant >= until
     }
 

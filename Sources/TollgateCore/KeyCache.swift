@@ -170,7 +170,7 @@ public struct KeyCache<Entry: CachedKey> {
             steps -= 1
             if mayDrop(victim) {
                 unlink(victim)
-                for digest in victim.key.digests { byDigest[digest] = nil }
+                for digest in victim.key.digests where byDigest[digest] === victim { byDigest[digest] = nil }
                 byID[victim.key.id] = nil
             } else {
                 touch(victim)

@@ -118,12 +118,44 @@ public final class KeyState: CachedKey {
     /// Starts every counter and per-API count again from zero, as the store does. A new
     /// generation, so that a request admitted before and answered `503` after gives nothing
     /// back to the new counts.
-    func resetUsage(epoch: Int64? = nil) {
+    ///
+    /// `stored` is what the store holds after a reset made elsewhere (and writes since): the
+    /// counts then start from it plus what this process counted and has not written yet (it
+    /// will be written, as an increment, exactly as the store applies it).
+    func resetUsage(epoch: Int64? = nil, stored: UsageSnapshot? = nil) {
         generation += 1
         usageEpoch = epoch ?? usageEpoch + 1
         let zero = UsageCounter(windowStart: 0, used: 0)
-        counters = counters.map { _ in CounterSlot(current: zero, written: zero) }
-        apis = []
+        guard let stored else {
+            counters = counters.map { _ in CounterSlot(current: zero, written: zero) }
+            apis = []
+            return
+        }
+        for (index, id) in policy.counterIDs.enumerated() {
+            let now = counters[index].current
+            let before = counters[index].written
+            let held = stored.counters[id] ?? zero
+            var current = held
+            if now != before {
+                let added = now.windowStart == before.windowStart ? now.used - before.used : now.used
+                if now.windowStart > held.windowStart {
+                    current = UsageCounter(windowStart: now.windowStart, used: max(0, added))
+                } else if now.windowStart == held.windowStart {
+                    current.used += added
+                }
+            }
+            counters[index] = CounterSlot(current: current, written: held)
+        }
+        var merged: [APISlot] = stored.apis.map { APISlot(api: $0.key, current: $0.value, written: $0.value) }
+        for slot in apis where slot.current != slot.written {
+            let added = slot.current.subtracting(slot.written)
+            if let index = merged.firstIndex(where: { $0.api == slot.api }) {
+                merged[index].current = merged[index].current.adding(added)
+            } else {
+                merged.append(APISlot(api: slot.api, current: added, written: APIUsage()))
+            }
+        }
+        apis = merged
     }
 
     private func count(_ outcome: AdmissionDecision.Outcome, api: String) {

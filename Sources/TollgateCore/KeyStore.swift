@@ -31,8 +31,10 @@ public protocol KeyStore: Service {
     /// Keys in id order, starting after `after`, at most `limit`.
     func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey]
 
-    /// Replaces a key's record (name, scopes, limits, expiry, revocation); usage is kept.
-    func updateKey(_ key: APIKey) async throws(TollgateError)
+    /// Replaces a key's record (name, scopes, limits, expiry); usage is kept. A revocation is
+    /// kept too unless `keepingRevocation` is false (restoring the demo keys): an edit made
+    /// from a copy read before a revocation must never bring the key back.
+    func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError)
 
     /// Revokes a key in one step: from then on it is refused with `key_revoked`. A key
     /// revoked already keeps its first revocation time.
@@ -66,6 +68,11 @@ public protocol KeyStore: Service {
 }
 
 extension KeyStore {
+    /// Replaces a key's record; a revocation stays (see ``updateKey(_:keepingRevocation:)``).
+    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+        try await updateKey(key, keepingRevocation: true)
+    }
+
     /// One ``createKey(_:)`` per key: for stores where a key costs no round trip.
     public func importKeys(_ batches: some KeyBatchSource) async throws(TollgateError) -> Int {
         var inserted = 0

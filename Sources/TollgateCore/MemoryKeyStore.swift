@@ -41,9 +41,11 @@ public struct MemoryKeyStore: KeyStore {
         Array(ledger.keys.lazy.filter { after == nil || $0.id > after! }.prefix(limit))
     }
 
-    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+    public func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError) {
         // The ledger finds keys by digest; an update names its key by id.
-        guard let held = ledger.snapshot(of: key.id), held.key.digest == key.digest, ledger.refresh(key, version: nil) else {
+        guard let held = ledger.snapshot(of: key.id), held.key.digest == key.digest,
+            ledger.refresh(key, version: nil, keepingRevocation: keepingRevocation)
+        else {
             throw TollgateError(.keyNotFound, "no key has id \(key.id)")
         }
     }

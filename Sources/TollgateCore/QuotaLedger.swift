@@ -128,7 +128,9 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
     /// another process: the held counts start again from zero.
     /// - Returns: whether the ledger holds the key.
     @discardableResult
-    public func refresh(_ key: APIKey, version: Int64?, usageEpoch: Int64? = nil) -> Bool {
+    public func refresh(
+        _ key: APIKey, version: Int64?, usageEpoch: Int64? = nil, storedUsage: UsageSnapshot? = nil, keepingRevocation: Bool = false
+    ) -> Bool {
         state.withLock { state in
             state.cache.forgetUnknown(key.digest)
             guard let keyState = state.cache.entry(id: key.id) else { return false }
@@ -138,9 +140,10 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
             }
             let oldDigests = keyState.key.digests
             var key = key
+            if keepingRevocation, let revokedAt = keyState.key.revokedAt { key.revokedAt = revokedAt }
             keyState.replace(key: key, policy: state.policies.policy(for: &key))
             state.cache.reindex(keyState, oldDigests: oldDigests)
-            if let usageEpoch, usageEpoch > keyState.usageEpoch { keyState.resetUsage(epoch: usageEpoch) }
+            if let usageEpoch, usageEpoch > keyState.usageEpoch { keyState.resetUsage(epoch: usageEpoch, stored: storedUsage) }
             return true
         }
     }
@@ -186,6 +189,11 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
             keyState.resetUsage(epoch: epoch)
             return true
         }
+    }
+
+    /// The usage epoch of a held key (see ``KeyState/usageEpoch``).
+    public func usageEpoch(of id: KeyID) -> Int64? {
+        state.withLock { $0.cache.entry(id: id)?.usageEpoch }
     }
 
     /// The held record and usage of a key.

@@ -79,7 +79,8 @@ struct AccessLogRenderer {
         buffer.append(contentsOf: separator.utf8)
         guard let value else { return buffer.append(contentsOf: (json ? "null" : "-").utf8) }
         if json { buffer.append(UInt8(ascii: "\"")) }
-        buffer.append(contentsOf: value.utf8)
+        // Escaped too: a key id imported from an older system may hold a quote or a space.
+        Self.appendEscaped(value, limit: 256, to: &buffer)
         if json { buffer.append(UInt8(ascii: "\"")) }
     }
 
@@ -98,10 +99,17 @@ struct AccessLogRenderer {
         buffer.append(UInt8(ascii: "Z"))
     }
 
-    /// The request target up to its query or fragment: a query may hold a key.
+    /// The request target up to its query or fragment: a query may hold a key. An absolute
+    /// target (`http://user:secret@host/api1`) loses its scheme and authority, which may hold
+    /// credentials.
     static func path(of uri: String) -> Substring {
         let end = uri.utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? uri.endIndex
-        return uri[..<end]
+        var target = uri[..<end]
+        if !target.hasPrefix("/"), let scheme = target.firstRange(of: "://") {
+            let authority = target[scheme.upperBound...]
+            target = authority.firstIndex(of: "/").map { authority[$0...] } ?? "/"
+        }
+        return target
     }
 
     /// Bytes outside visible ASCII, quotes and backslashes as `%XX`, so that a line stays

@@ -152,6 +152,10 @@ struct Cache: @unchecked Sendable {  // only ever touched under its store's lock
         hold(key)
     }
 
+    func holds(_ id: KeyID) -> Bool {
+        keys.entry(id: id) != nil
+    }
+
     mutating func forgetUnknown(_ digest: KeyDigest) {
         keys.forgetUnknown(digest)
     }

@@ -130,22 +130,51 @@ public final class RedisKeyStore: KeyStore {
     }
 
     /// Reads the changes after `after` and refreshes the records this instance holds.
+    ///
+    /// The stream is capped (about 100,000 entries): if entries this instance had not read
+    /// were trimmed away (it lagged behind a bulk import, say), a revocation among them would
+    /// be missed, so the whole cache is dropped and every record read afresh on next use.
+    /// While it lags (a full page), only the records it holds are read again.
     /// - Returns: the last change read.
     private func followChanges(after: String) async -> String? {
+        if after != "0-0",
+            let first = try? await client.execute(RESPCommand("XRANGE", .string(names.changes), "-", "+", "COUNT", 1)).array?
+                .first?.array?.first?.string,
+            Self.streamID(first, isAfter: after)
+        {
+            logger.warning("the change stream was trimmed past the last change read; reading every key record afresh")
+            cache.withLock { $0.removeAll() }
+        }
         guard
             let entries = try? await client.execute(
                 RESPCommand("XRANGE", .string(names.changes), .string("(" + after), "+", "COUNT", 1000)
             ).array
         else { return nil }
+        let lagging = entries.count == 1000
         var last: String?
         for entry in entries {
-            guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
-            last = id
+            guard let parts = entry.array, parts.count == 2, let entryID = parts[0].string else { continue }
+            last = entryID
             let fields = parts[1].array ?? []
             guard fields.count >= 2, let keyID = fields[1].string else { continue }
-            await refresh(KeyID(rawValue: keyID))
+            let id = KeyID(rawValue: keyID)
+            if lagging && !cache.withLock({ $0.holds(id) }) { continue }
+            await refresh(id)
         }
         return last
+    }
+
+    /// Whether stream id `a` (`ms-seq`) comes after `b`. When the stream's first entry comes
+    /// after the last one read, that one was trimmed, and perhaps unread ones with it (at
+    /// worst a needless reload of the cache, never a missed change).
+    static func streamID(_ a: String, isAfter b: String) -> Bool {
+        func parts(_ id: String) -> (UInt64, UInt64)? {
+            let pieces = id.split(separator: "-")
+            guard pieces.count == 2, let ms = UInt64(pieces[0]), let seq = UInt64(pieces[1]) else { return nil }
+            return (ms, seq)
+        }
+        guard let x = parts(a), let y = parts(b) else { return false }
+        return x > y
     }
 
     /// Reads a record again and takes it if this instance holds the key, and forgets the
@@ -284,12 +313,12 @@ public final class RedisKeyStore: KeyStore {
         return keys
     }
 
-    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+    public func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError) {
         let fields = RedisRecord.fields(key)
         let updated = try await run(
             RedisScripts.update,
             keys: [names.record(key.id), names.changes],
-            args: [key.id.rawValue, fields[1], fields[2], fields[3], fields[5], fields[6]]
+            args: [key.id.rawValue, fields[1], fields[2], fields[3], fields[5], fields[6], keepingRevocation ? "1" : "0"]
         )
         guard updated.int == 1 else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
         if let stored = try await record(id: key.id) { cache.withLock { $0.refresh(stored) } }

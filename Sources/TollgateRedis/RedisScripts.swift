@@ -114,13 +114,19 @@ enum RedisScripts {
         """
     )
 
-    /// Changes a key's name, scopes, limits, expiry and revocation (never its digest).
-    /// KEYS: record, change stream. ARGV: id, name, scopes, limits, expires_at, revoked_at.
+    /// Changes a key's name, scopes, limits, expiry and revocation (never its digest); a
+    /// revocation held stays when ARGV[7] is '1'.
+    /// KEYS: record, change stream. ARGV: id, name, scopes, limits, expires_at, revoked_at, keep.
     static let update = RESPScript(
         """
         if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        local revoked = ARGV[6]
+        if ARGV[7] == '1' then
+          local held = redis.call('HGET', KEYS[1], 'revoked_at')
+          if held and held ~= '' then revoked = held end
+        end
         redis.call('HSET', KEYS[1], 'name', ARGV[2], 'scopes', ARGV[3], 'limits', ARGV[4],
-          'expires_at', ARGV[5], 'revoked_at', ARGV[6])
+          'expires_at', ARGV[5], 'revoked_at', revoked)
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
         return 1
         """

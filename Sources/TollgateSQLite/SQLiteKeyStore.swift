@@ -133,7 +133,13 @@ public final class SQLiteKeyStore: KeyStore {
                 for change in changes {
                     lastSeq = change.seq
                     if let key = change.key {
-                        ledger.refresh(key, version: change.seq, usageEpoch: change.usageEpoch)
+                        // A reset made by another process: start from what the file holds now
+                        // (the reset, and what this process wrote since), not from zero.
+                        var stored: UsageSnapshot?
+                        if let held = ledger.usageEpoch(of: key.id), held < change.usageEpoch {
+                            stored = try await read { db in try Self.loadUsage(keyID: key.id, db) }
+                        }
+                        ledger.refresh(key, version: change.seq, usageEpoch: change.usageEpoch, storedUsage: stored)
                     } else {
                         logger.error(
                             "skipping a key row that cannot be read",
@@ -422,19 +428,18 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     /// Adds a key's increments to its rows: never absolute values, so that no write replaces
-    /// counts another writer made. Skipped if the key's usage was reset since it was counted
-    /// (its epoch moved on): the reset said those units no longer count.
+    /// counts another writer made. Also after a reset made by another process that this one
+    /// has not seen yet (the change feed brings it within 200 ms): what it counted since its
+    /// last write is mostly after the reset, and dropping it would lose admitted uses; at
+    /// worst a few units counted just before the reset are kept.
     private static func write(_ increment: UsageIncrement, _ db: Database) throws {
-        let epoch = try Int64.fetchOne(
-            db.cachedStatement(sql: "SELECT usage_epoch FROM keys WHERE id = ?"), arguments: [increment.keyID.rawValue])
-        guard epoch == increment.usageEpoch else { return }
         // A later window starts at the increment; the same window adds it; an earlier one
         // (a late write for a window already over) changes nothing.
         let counters = try db.cachedStatement(
             sql: """
-                INSERT INTO counters (key_id, counter, window_start, used) VALUES (?, ?, ?, ?)
+                INSERT INTO counters (key_id, counter, window_start, used) VALUES (?, ?, ?, MAX(0, ?))
                 ON CONFLICT (key_id, counter) DO UPDATE SET
-                    used = CASE WHEN excluded.window_start > window_start THEN excluded.used
+                    used = CASE WHEN excluded.window_start > window_start THEN MAX(0, excluded.used)
                         WHEN excluded.window_start = window_start THEN used + excluded.used ELSE used END,
                     window_start = MAX(window_start, excluded.window_start)
                 """
@@ -522,11 +527,13 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
-    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+    public func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError) {
+        let revocation = keepingRevocation ? "COALESCE(revoked_at, ?)" : "?"
         let version = try await write { db -> (APIKey, Int64)? in
             try db.execute(
                 sql: """
-                    UPDATE keys SET name = ?, scopes = ?, limits = ?, expires_at = ?, revoked_at = ?, seq = \(SQLiteSchema.nextSeq)
+                    UPDATE keys SET name = ?, scopes = ?, limits = ?, expires_at = ?, revoked_at = \(revocation),
+                        seq = \(SQLiteSchema.nextSeq)
                     WHERE id = ?
                     """,
                 arguments: [

@@ -59,6 +59,17 @@ enum SQLiteSchema {
                     CREATE UNIQUE INDEX keys_by_previous_digest ON keys(previous_digest);
                     """)
         }
+        // One digest finds one key: a new key may not take a secret another key still
+        // knows as its previous one (the UNIQUE indexes cover each column alone). The insert
+        // is skipped, so `INSERT OR IGNORE` counts it as taken, like any duplicate.
+        migrator.registerMigration("v4-digest-not-previous") { db in
+            try db.execute(
+                sql: """
+                    CREATE TRIGGER keys_digest_not_previous BEFORE INSERT ON keys
+                    WHEN EXISTS (SELECT 1 FROM keys WHERE previous_digest = NEW.digest)
+                    BEGIN SELECT RAISE(IGNORE); END;
+                    """)
+        }
         return migrator
     }
 
