@@ -9,7 +9,31 @@ import TollgateCore
 /// not UTF-8, a scope or limit that does not parse) returns `nil`, and the caller decodes
 /// that line with `JSONDecoder`, so that every message stays as it was.
 enum ImportLineParser {
-    static func parse(_ line: UnsafeBufferPointer<UInt8>) -> KeyImportLine? {
+    /// Scopes and limits parsed already: files repeat the same few on every line.
+    struct Specs {
+        var scopes: [String: ScopePattern] = [:]
+        var limits: [String: LimitSpec] = [:]
+        /// Past this many, a table starts over, so that a file of distinct specs costs little.
+        static let capacity = 512
+
+        mutating func scope(_ text: String) throws(TollgateError) -> ScopePattern {
+            if let known = scopes[text] { return known }
+            let scope = try ScopePattern(parsing: text)
+            if scopes.count >= Self.capacity { scopes.removeAll(keepingCapacity: true) }
+            scopes[text] = scope
+            return scope
+        }
+
+        mutating func limit(_ text: String) throws(TollgateError) -> LimitSpec {
+            if let known = limits[text] { return known }
+            let limit = try LimitSpec(parsing: text)
+            if limits.count >= Self.capacity { limits.removeAll(keepingCapacity: true) }
+            limits[text] = limit
+            return limit
+        }
+    }
+
+    static func parse(_ line: UnsafeBufferPointer<UInt8>, specs: inout Specs) -> KeyImportLine? {
         var reader = Reader(bytes: line)
         var fields = Fields()
         reader.skipSpace()
@@ -27,7 +51,7 @@ enum ImportLineParser {
         }
         reader.skipSpace()
         guard reader.atEnd else { return nil }
-        return fields.line()
+        return fields.line(specs: &specs)
     }
 
     /// The fields seen so far; a field seen twice makes the line go to `JSONDecoder`.
@@ -68,15 +92,20 @@ enum ImportLineParser {
             return true
         }
 
-        func line() -> KeyImportLine? {
+        func line(specs: inout Specs) -> KeyImportLine? {
             guard let scopes else { return nil }
             do {
+                var scopePatterns: [ScopePattern] = []
+                scopePatterns.reserveCapacity(scopes.count)
+                for text in scopes { scopePatterns.append(try specs.scope(text)) }
+                var limitSpecs: [LimitSpec]?
+                if let limits {
+                    limitSpecs = []
+                    limitSpecs?.reserveCapacity(limits.count)
+                    for text in limits { limitSpecs?.append(try specs.limit(text)) }
+                }
                 return KeyImportLine(
-                    id: id, key: key, digest: digest, name: name,
-                    scopes: try scopes.map { text throws(TollgateError) in try ScopePattern(parsing: text) },
-                    limits: try limits?.map { text throws(TollgateError) in try LimitSpec(parsing: text) },
-                    expiresAt: expiresAt
-                )
+                    id: id, key: key, digest: digest, name: name, scopes: scopePatterns, limits: limitSpecs, expiresAt: expiresAt)
             } catch {
                 return nil
             }

@@ -80,22 +80,55 @@ enum KeyImporter {
 
     /// The keys of a checked file, decoded again a chunk at a time for
     /// ``KeyStore/importKeys(_:)``. Lines without an id get a new one here.
+    ///
+    /// The next chunk is read and decoded in the background while the store writes the one
+    /// just handed over, so that decoding and writing overlap (the writer is one thread).
     final class Batches: KeyBatchSource {
-        private let state: Mutex<LineChunks>
+        private let chunks: Mutex<LineChunks>
         private let file: ImportFile
         private let now: Timestamp
         private let expectedKeys: Int
         private let handedOver = Atomic<Int>(0)
+        /// The chunk decoded ahead, once `ahead` has been left.
+        private let prefetched = Mutex<Result<[APIKey]?, TollgateError>?>(nil)
+        private let ahead = DispatchGroup()
+        private let isPrefetching = Atomic<Bool>(false)
 
         init(_ file: ImportFile, now: Timestamp, expectedKeys: Int) {
             self.file = file
-            self.state = Mutex(file.lines())
+            self.chunks = Mutex(file.lines())
             self.now = now
             self.expectedKeys = expectedKeys
         }
 
         func next() throws(TollgateError) -> [APIKey]? {
-            try state.withLock { chunks throws(TollgateError) -> [APIKey]? in
+            let result: Result<[APIKey]?, TollgateError>
+            if isPrefetching.exchange(false, ordering: .acquiring) {
+                ahead.wait()
+                result =
+                    prefetched.withLock { slot in
+                        defer { slot = nil }
+                        return slot
+                    } ?? .success(nil)
+            } else {
+                result = Result { () throws(TollgateError) in try decodeNext() }
+            }
+            // Decode the next chunk while the store writes this one; after the end or a
+            // failure there is nothing more to read.
+            if case .success(.some) = result {
+                isPrefetching.store(true, ordering: .releasing)
+                ahead.enter()
+                DispatchQueue.global().async { [self] in
+                    let next = Result { () throws(TollgateError) in try decodeNext() }
+                    prefetched.withLock { $0 = next }
+                    ahead.leave()
+                }
+            }
+            return try result.get()
+        }
+
+        private func decodeNext() throws(TollgateError) -> [APIKey]? {
+            try chunks.withLock { chunks throws(TollgateError) -> [APIKey]? in
                 guard let chunk = try chunks.next() else {
                     // Checked, then changed: what was stored may not be what was checked.
                     guard file.isUnchanged, handedOver.load(ordering: .relaxed) == expectedKeys else {
@@ -117,6 +150,9 @@ enum KeyImporter {
                 return keys
             }
         }
+
+        /// Waits for a chunk still being decoded, so that nothing runs after the import.
+        deinit { ahead.wait() }
     }
 
     // MARK: Decoding
@@ -164,12 +200,13 @@ enum KeyImporter {
                 // Ids are made only for the store: checking (when routes are given) needs
                 // none, and gets one that passes the id grammar.
                 var random = BulkRandom()
+                var specs = ImportLineParser.Specs()
                 let newID = { routes == nil ? KeyID.generate(using: &random) : KeyImporter.placeholderID }
                 let range = (count * slice / slices)..<(count * (slice + 1) / slices)
                 input.value.bytes.withUnsafeBufferPointer { bytes in
                     for index in range {
                         let line = UnsafeBufferPointer(rebasing: bytes[input.value.lines[index]])
-                        output.value[index] = decodeLine(line, decoder: decoder, now: now, routes: routes, newID: newID)
+                        output.value[index] = decodeLine(line, decoder: decoder, specs: &specs, now: now, routes: routes, newID: newID)
                     }
                 }
             }
@@ -178,11 +215,12 @@ enum KeyImporter {
     }
 
     private static func decodeLine(
-        _ line: UnsafeBufferPointer<UInt8>, decoder: JSONDecoder, now: Timestamp, routes: [String]?, newID: () -> KeyID
+        _ line: UnsafeBufferPointer<UInt8>, decoder: JSONDecoder, specs: inout ImportLineParser.Specs, now: Timestamp,
+        routes: [String]?, newID: () -> KeyID
     ) -> Line {
         if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\t") }) { return .blank }
         do {
-            let entry = try ImportLineParser.parse(line) ?? decoder.decode(KeyImportLine.self, from: Data(line))
+            let entry = try ImportLineParser.parse(line, specs: &specs) ?? decoder.decode(KeyImportLine.self, from: Data(line))
             let key = try self.key(from: entry, now: now, newID: newID)
             let warnings = routes.map { KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, routes: $0) } ?? []
             return .key(key, hasOwnID: entry.id != nil, warnings: warnings)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import TollgateCore
 import TollgateHTTP
 
@@ -161,7 +162,11 @@ extension Keys {
                 // again, a chunk at a time, into the store's one transaction.
                 let report = try KeyImporter.check(input, now: now, routes: servedRoutes)
                 let batches = KeyImporter.Batches(input, now: now, expectedKeys: report.keys)
-                let inserted = try await withStore(storeOptions, .create) { store in try await store.importKeys(batches) }
+                // Redis's replies to a pipelined import queue behind each other: the data
+                // plane's 100 ms command timeout would close a connection under load.
+                let inserted = try await withStore(storeOptions, .create, redisCommandTimeout: .seconds(10)) { store in
+                    try await store.importKeys(batches)
+                }
                 for warning in report.warnings { printError("warning: \(warning)") }
                 if report.warningLines > report.warnings.count {
                     printError("warning: \(report.warningLines - report.warnings.count) more lines have warnings, not shown")
