@@ -16,6 +16,8 @@ public enum AdminApplication {
         /// How long a connection may sit idle, or take to send its request, before it is
         /// closed; idle connections would otherwise hold descriptors forever.
         public var idleTimeout: Duration = .seconds(60)
+        /// `GET /metrics` (see ``MetricsEndpoint``); without it the path answers `404`.
+        public var metrics: MetricsEndpoint?
         /// The bearer token that opens `/admin/v1`; without one those paths answer `404`,
         /// so that an admin API nobody secured is never served.
         public var adminToken: AdminToken?
@@ -76,7 +78,7 @@ public enum AdminApplication {
     ) -> some Service {
         let listening = ListeningFlag()
         let application = Application(
-            router: router(store: store, adminToken: configuration.adminToken),
+            router: router(store: store, adminToken: configuration.adminToken).addMetrics(configuration.metrics),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.idleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tollgate"),
             onServerRunning: { channel in

@@ -39,7 +39,9 @@ public enum KeyIssuer {
             throw TollgateError(.invalidInput, "a key's name may be at most 200 bytes long")
         }
         // Names are printed in listings and logs: a control character could rewrite a terminal.
-        if draft.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+        // Printable ASCII, the usual name, is checked byte by byte; the rest scalar by scalar.
+        let printableASCII = draft.name.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
+        if !printableASCII && draft.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw TollgateError(
                 .invalidInput,
                 "the name \(TollgateError.quote(draft.name)) holds a control character (a tab, newline or escape): use printable text")

@@ -86,7 +86,13 @@ public struct KeyID: Sendable, Hashable, Comparable, Codable, CustomStringConver
     /// A new random id, `key_` and 16 base62 characters.
     public static func generate() -> KeyID {
         var generator = SystemRandomNumberGenerator()
-        return KeyID(rawValue: "key_" + Base62.random(count: 16, using: &generator))
+        return generate(using: &generator)
+    }
+
+    /// A new random id from `generator`, which must be as unpredictable as the system's: an
+    /// import that makes a million ids draws its randomness in bulk.
+    public static func generate(using generator: inout some RandomNumberGenerator) -> KeyID {
+        KeyID(rawValue: "key_" + Base62.random(count: 16, using: &generator))
     }
 
     /// An id given by an operator (an import, later the admin API), checked against the one

@@ -1,17 +1,17 @@
 /// A key as the ledger holds it: the record, its counters and its per-API counts.
 ///
 /// A class so the ledger can mutate it in place under its lock; it never leaves the lock.
+/// Kept small, since a server may hold a million: what keys of one shape share lives in
+/// their ``KeyPolicy``, and counts are small arrays rather than dictionaries.
 public final class KeyState: CachedKey {
     public private(set) var key: APIKey
-    /// The counters the key's limits draw on, one per pattern and period.
-    private(set) var counterIDs: [String]
-    var counters: [UsageCounter]
-    var apis: [String: APIUsage]
-    /// What the store holds of these counts, as far as this process knows (parallel to
-    /// `counters`): a persistent store writes the difference, an increment, so that no
+    private(set) var policy: KeyPolicy
+    /// One per ``KeyPolicy/counterIDs``, with what the store holds of it, as far as this
+    /// process knows: a persistent store writes the difference, an increment, so that no
     /// write ever replaces a count another writer made.
-    private var writtenCounters: [UsageCounter]
-    private var writtenAPIs: [String: APIUsage]
+    private var counters: [CounterSlot]
+    /// Per API: admitted and refused counts, and what the store holds of them.
+    private var apis: [APISlot]
     /// Bumped whenever the limits are replaced or the usage reset, so that units taken
     /// before are never given back to counters that did not take them.
     package private(set) var generation: Int64 = 0
@@ -27,57 +27,42 @@ public final class KeyState: CachedKey {
     package var lastBatch: Int64 = 0
     public var newer: KeyState?
     public var older: KeyState?
-    private var plans = PathPlans<CachedPlan>()
 
-    /// A key loaded with the usage the store holds for it.
-    init(key: APIKey, version: Int64, usageEpoch: Int64, usage: UsageSnapshot?) {
+    struct CounterSlot {
+        var current: UsageCounter
+        var written: UsageCounter
+    }
+
+    struct APISlot {
+        var api: String
+        var current: APIUsage
+        var written: APIUsage
+    }
+
+    /// A key loaded with the usage the store holds for it (which is what counts as written).
+    init(key: APIKey, policy: KeyPolicy, version: Int64, usageEpoch: Int64, usage: UsageSnapshot?) {
         self.key = key
+        self.policy = policy
         self.version = version
         self.usageEpoch = usageEpoch
-        self.apis = usage?.apis ?? [:]
-        self.writtenAPIs = apis
-        self.counterIDs = []
-        self.counters = []
-        self.writtenCounters = []
-        self.replace(key: key, carrying: usage?.counters ?? [:], written: usage?.counters ?? [:])
-    }
-
-    /// Takes a new record (an update or revocation), keeping the counts of every counter
-    /// the new limits still draw on.
-    func replace(key: APIKey) {
-        var current: [String: UsageCounter] = [:]
-        var written: [String: UsageCounter] = [:]
-        for (index, id) in counterIDs.enumerated() {
-            current[id] = counters[index]
-            written[id] = writtenCounters[index]
+        let zero = UsageCounter(windowStart: 0, used: 0)
+        counters = policy.counterIDs.map { id in
+            let held = usage?.counters[id] ?? zero
+            return CounterSlot(current: held, written: held)
         }
-        replace(key: key, carrying: current, written: written)
+        apis = (usage?.apis ?? [:]).map { APISlot(api: $0.key, current: $0.value, written: $0.value) }
     }
 
-    private func replace(key: APIKey, carrying counts: [String: UsageCounter], written: [String: UsageCounter]) {
+    /// Takes a new record (an update or revocation) with its policy, keeping the counts of
+    /// every counter the new limits still draw on.
+    func replace(key: APIKey, policy: KeyPolicy) {
         self.key = key
         generation += 1
-        plans.removeAll()
-        counterIDs = []
-        for limit in key.limits where !counterIDs.contains(limit.counterID) {
-            counterIDs.append(limit.counterID)
-        }
+        guard policy !== self.policy else { return }
+        let old = Dictionary(uniqueKeysWithValues: zip(self.policy.counterIDs, counters))
         let zero = UsageCounter(windowStart: 0, used: 0)
-        counters = counterIDs.map { counts[$0] ?? zero }
-        writtenCounters = counterIDs.map { written[$0] ?? zero }
-    }
-
-    /// The plan for a path and, for each of its counters, the index of this key's counter.
-    struct CachedPlan {
-        var plan: AdmissionPlan
-        var slots: [Int]
-    }
-
-    func plan(for path: String) -> CachedPlan {
-        plans.plan(for: path) {
-            let plan = AdmissionPlan(key: key, path: Substring(path))
-            return CachedPlan(plan: plan, slots: plan.counters.map { counter in counterIDs.firstIndex(of: counter.id)! })
-        }
+        counters = policy.counterIDs.map { old[$0] ?? CounterSlot(current: zero, written: zero) }
+        self.policy = policy
     }
 
     /// Decides a request and, when it is admitted, takes one unit from every counter that
@@ -91,7 +76,7 @@ public final class KeyState: CachedKey {
             count(.keyExpired, api: request.api)
             return AdmissionDecision(outcome: .keyExpired, keyID: key.id)
         }
-        let cached = plan(for: request.path)
+        let cached = policy.plan(for: request.path, key: key)
         let plan = cached.plan
         var used: [Int64] = []
         var windowStarts: [Int64] = []
@@ -99,7 +84,7 @@ public final class KeyState: CachedKey {
         windowStarts.reserveCapacity(plan.counters.count)
         for (counter, slot) in zip(plan.counters, cached.slots) {
             let window = counter.period.window(containing: request.now)
-            used.append(counters[slot].used(in: window))
+            used.append(counters[slot].current.used(in: window))
             windowStarts.append(window.start)
         }
         let decision = plan.evaluate(used: used, now: request.now, keyID: key.id)
@@ -107,7 +92,8 @@ public final class KeyState: CachedKey {
             for (index, slot) in cached.slots.enumerated() {
                 // Never move a window backwards: after a clock step back, the later window
                 // keeps counting rather than starting afresh.
-                counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, windowStarts[index]), used: used[index] + 1)
+                counters[slot].current = UsageCounter(
+                    windowStart: max(counters[slot].current.windowStart, windowStarts[index]), used: used[index] + 1)
             }
         }
         count(decision.outcome, api: request.api)
@@ -119,14 +105,13 @@ public final class KeyState: CachedKey {
     /// counter has since moved to a later window (then the unit is gone already).
     package func giveBack(_ request: AdmissionRequest, generation: Int64) {
         guard generation == self.generation else { return }
-        if var usage = apis[request.api], usage.admitted > 0 {
-            usage.admitted -= 1
-            apis[request.api] = usage
+        if let index = apis.firstIndex(where: { $0.api == request.api }), apis[index].current.admitted > 0 {
+            apis[index].current.admitted -= 1
         }
-        let cached = plan(for: request.path)
+        let cached = policy.plan(for: request.path, key: key)
         for (counter, slot) in zip(cached.plan.counters, cached.slots) {
             let window = counter.period.window(containing: request.now)
-            if counters[slot].used(in: window) > 0 { counters[slot].used -= 1 }
+            if counters[slot].current.used(in: window) > 0 { counters[slot].current.used -= 1 }
         }
     }
 
@@ -137,32 +122,38 @@ public final class KeyState: CachedKey {
         generation += 1
         usageEpoch = epoch ?? usageEpoch + 1
         let zero = UsageCounter(windowStart: 0, used: 0)
-        counters = counters.map { _ in zero }
-        writtenCounters = counters
-        apis = [:]
-        writtenAPIs = [:]
+        counters = counters.map { _ in CounterSlot(current: zero, written: zero) }
+        apis = []
     }
 
     private func count(_ outcome: AdmissionDecision.Outcome, api: String) {
-        apis[api, default: APIUsage()].count(outcome)
+        // A key reaches a few APIs: a scan of a small array beats hashing into a dictionary.
+        if let index = apis.firstIndex(where: { $0.api == api }) {
+            apis[index].current.count(outcome)
+        } else {
+            var usage = APIUsage()
+            usage.count(outcome)
+            apis.append(APISlot(api: api, current: usage, written: APIUsage()))
+        }
     }
 
     /// What changed since the last call, as increments for the store; from then on the
     /// changes count as written. ``restore(_:)`` undoes that if the write fails.
     package func takeIncrement() -> UsageIncrement {
         var increment = UsageIncrement(keyID: key.id, usageEpoch: usageEpoch)
-        for index in counters.indices where counters[index] != writtenCounters[index] {
-            let now = counters[index]
-            let before = writtenCounters[index]
+        for index in counters.indices where counters[index].current != counters[index].written {
+            let now = counters[index].current
+            let before = counters[index].written
             // A later window starts from zero, so its whole count is the increment.
             let added = now.windowStart == before.windowStart ? now.used - before.used : now.used
-            increment.counters.append(.init(counter: counterIDs[index], windowStart: now.windowStart, added: added, before: before))
-            writtenCounters[index] = now
+            increment.counters.append(
+                .init(counter: policy.counterIDs[index], windowStart: now.windowStart, added: added, before: before))
+            counters[index].written = now
         }
-        for (api, usage) in apis where writtenAPIs[api] ?? APIUsage() != usage {
-            let before = writtenAPIs[api] ?? APIUsage()
-            increment.apis.append(.init(api: api, added: usage.subtracting(before), before: before))
-            writtenAPIs[api] = usage
+        for index in apis.indices where apis[index].current != apis[index].written {
+            let before = apis[index].written
+            increment.apis.append(.init(api: apis[index].api, added: apis[index].current.subtracting(before), before: before))
+            apis[index].written = apis[index].current
         }
         return increment
     }
@@ -173,16 +164,18 @@ public final class KeyState: CachedKey {
     package func restore(_ increment: UsageIncrement) {
         guard increment.usageEpoch == usageEpoch else { return }
         for write in increment.counters {
-            if let index = counterIDs.firstIndex(of: write.counter) { writtenCounters[index] = write.before }
+            if let index = policy.counterIDs.firstIndex(of: write.counter) { counters[index].written = write.before }
         }
-        for write in increment.apis { writtenAPIs[write.api] = write.before }
+        for write in increment.apis {
+            if let index = apis.firstIndex(where: { $0.api == write.api }) { apis[index].written = write.before }
+        }
     }
 
     var snapshot: UsageSnapshot {
         UsageSnapshot(
             keyID: key.id,
-            counters: Dictionary(uniqueKeysWithValues: zip(counterIDs, counters)),
-            apis: apis
+            counters: Dictionary(uniqueKeysWithValues: zip(policy.counterIDs, counters.map(\.current))),
+            apis: Dictionary(apis.map { ($0.api, $0.current) }, uniquingKeysWith: { a, _ in a })
         )
     }
 }

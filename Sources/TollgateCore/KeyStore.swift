@@ -54,9 +54,11 @@ public protocol KeyStore: Service {
     /// before the reset are never given back to the new counts.
     func resetUsage(id: KeyID) async throws(TollgateError)
 
-    /// Stores many keys, skipping those whose id or digest is taken.
+    /// Stores every key `batches` hands over, skipping those whose id or digest is taken.
+    /// The keys come a batch at a time so that a large import is never held whole; a store
+    /// that has transactions stores them all in one, and nothing if `batches` throws.
     /// - Returns: how many were stored.
-    func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int
+    func importKeys(_ batches: some KeyBatchSource) async throws(TollgateError) -> Int
 
     /// Keys in id order after `after`, at most `limit`, each with its usage, for exports
     /// that read a page at a time; a default implementation reads key by key.
@@ -64,17 +66,26 @@ public protocol KeyStore: Service {
 }
 
 extension KeyStore {
-    public func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int {
+    /// One ``createKey(_:)`` per key: for stores where a key costs no round trip.
+    public func importKeys(_ batches: some KeyBatchSource) async throws(TollgateError) -> Int {
         var inserted = 0
-        for key in keys {
-            do {
-                try await createKey(key)
-                inserted += 1
-            } catch  where error.code == .keyExists {
-                continue
+        while let batch = try batches.next() {
+            for key in batch {
+                do {
+                    try await createKey(key)
+                    inserted += 1
+                } catch  where error.code == .keyExists {
+                    continue
+                }
             }
         }
         return inserted
+    }
+
+    /// Stores many keys held in memory, skipping those whose id or digest is taken.
+    /// - Returns: how many were stored.
+    public func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int {
+        try await importKeys(KeyArrayBatches(keys))
     }
 
     /// Every key, in id order.

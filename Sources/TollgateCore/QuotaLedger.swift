@@ -51,6 +51,7 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
     struct State: @unchecked Sendable {
         @usableFromInline var cache: KeyCache<KeyState>
         @usableFromInline var journal: Journal
+        @usableFromInline var policies = PolicyTable()
     }
 
     @usableFromInline
@@ -106,8 +107,13 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
     @discardableResult
     public func load(_ key: APIKey, version: Int64 = 0, usageEpoch: Int64 = 0, usage: UsageSnapshot? = nil) -> Bool {
         state.withLock { state in
+            guard state.cache.entry(digest: key.digest) == nil, state.cache.entry(id: key.id) == nil else { return false }
+            var key = key
+            let policy = state.policies.policy(for: &key)
             let journal = state.journal
-            return state.cache.insert(KeyState(key: key, version: version, usageEpoch: usageEpoch, usage: usage)) { journal.mayDrop($0) }
+            return state.cache.insert(KeyState(key: key, policy: policy, version: version, usageEpoch: usageEpoch, usage: usage)) {
+                journal.mayDrop($0)
+            }
         }
     }
 
@@ -131,7 +137,8 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
                 keyState.version = version
             }
             let oldDigests = keyState.key.digests
-            keyState.replace(key: key)
+            var key = key
+            keyState.replace(key: key, policy: state.policies.policy(for: &key))
             state.cache.reindex(keyState, oldDigests: oldDigests)
             if let usageEpoch, usageEpoch > keyState.usageEpoch { keyState.resetUsage(epoch: usageEpoch) }
             return true
@@ -146,7 +153,7 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
             if keyState.key.revokedAt == nil {
                 var key = keyState.key
                 key.revokedAt = now
-                keyState.replace(key: key)
+                keyState.replace(key: key, policy: keyState.policy)
             }
             return keyState.key
         }
@@ -163,7 +170,7 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
                 throw TollgateError(.keyExists, "a key with that secret exists already")
             }
             let oldDigests = keyState.key.digests
-            keyState.replace(key: keyState.key.rotated(to: newDigest, previousUntil: until))
+            keyState.replace(key: keyState.key.rotated(to: newDigest, previousUntil: until), policy: keyState.policy)
             state.cache.reindex(keyState, oldDigests: oldDigests)
             return keyState.key
         }

@@ -9,21 +9,27 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     let clock: Clock
     let logger: Logger
     let configuration: DataPlaneConfiguration
-    /// Route name to its prebuilt `200` body.
-    let routes: [String: ByteBuffer]
+    /// Route name to its prebuilt `200` body and its index in the monitor's API table.
+    let routes: [String: (body: ByteBuffer, api: Int)]
     /// Problem to its prebuilt body (for `quota_exceeded`, the part before the policies).
     let problems: [Problem: ByteBuffer]
     /// The `quota_exceeded` prefix for a spent limit that never resets (no `Retry-After`).
     let quotaNeverResetsPrefix = ByteBuffer(string: Problem.quotaNeverResetsPrefix)
     let healthBody = ByteBuffer(string: "{\"status\":\"ok\"}")
     let notReadyBody = ByteBuffer(string: "{\"status\":\"unavailable\"}")
+    let monitor: DataPlaneMonitor
 
     init(store: Store, clock: Clock, configuration: DataPlaneConfiguration, logger: Logger) {
         self.store = store
         self.clock = clock
         self.logger = logger
         self.configuration = configuration
-        self.routes = Dictionary(configuration.routes.map { ($0.name, ByteBuffer(string: $0.body)) }, uniquingKeysWith: { a, _ in a })
+        self.routes = Dictionary(
+            configuration.routes.enumerated().map {
+                ($1.name, (body: ByteBuffer(string: $1.body), api: DataPlaneMonitor.apiIndex(ofRouteAt: $0)))
+            },
+            uniquingKeysWith: { a, _ in a })
+        self.monitor = DataPlaneMonitor(routes: configuration.routes, monitoring: configuration.monitoring)
         self.problems = Dictionary(uniqueKeysWithValues: Problem.allCases.map { ($0, ByteBuffer(string: $0.prebuiltBody)) })
     }
 }
@@ -44,6 +50,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     private var machine: ConnectionStateMachine<NIODeadline, HTTPRequestHead>
     private var idleTimer: Scheduled<Void>?
     private var dateHeader = DateHeader()
+    /// The request being answered, for metrics and the access log.
+    private var observed = ObservedRequest()
 
     init(shared: DataPlaneShared<Store, Clock>) {
         self.shared = shared
@@ -148,6 +156,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            observed.began(head, now: context.eventLoop.now, keepHead: shared.monitor.keepsHeads)
             // After CONNECT or an upgrade request the decoder stops parsing (the bytes that
             // follow belong to another protocol): answer, then close.
             let keepAlive = head.isKeepAlive && head.method != .CONNECT && !head.headers.contains(name: "upgrade")
@@ -192,7 +201,9 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         guard let path = RequestPath.normalize(head.uri) else {
             return writeProblem(.badPath, isHead: isHead, context: context)
         }
-        let routeBody = shared.routes[path]
+        let route = shared.routes[path]
+        let routeBody = route?.body
+        observed.api = route?.api ?? 0
         let isHealth = path == "healthz" || path == "readyz"
         guard routeBody != nil || isHealth else {
             return writeProblem(.notFound, isHead: isHead, context: context)
@@ -203,6 +214,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         if hasBody {
             return writeProblem(.bodyNotAllowed, isHead: isHead, context: context)
         }
+        if isHealth { observed.outcome = .health }
         if path == "healthz" {
             return write(status: .ok, headers: Self.jsonHeaders(), body: shared.healthBody, isHead: isHead, context: context)
         }
@@ -245,6 +257,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     }
 
     private func answer(_ decision: AdmissionDecision, api: String, body: ByteBuffer, isHead: Bool, context: ChannelHandlerContext) {
+        observed.keyID = decision.keyID
         if let id = decision.keyID, shared.logger.logLevel <= .debug {
             shared.logger.debug("decided", metadata: ["key": "\(id)", "api": "\(api)", "outcome": "\(decision.outcome.rawValue)"])
         }
@@ -252,6 +265,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         headers.reserveCapacity(5)
         Self.addRateLimitFields(decision.limits, to: &headers)
         if decision.outcome == .admitted {
+            observed.outcome = .admitted
             headers.add(name: "content-type", value: "text/plain; charset=utf-8")
             return write(status: .ok, headers: headers, body: body, isHead: isHead, context: context)
         }
@@ -322,6 +336,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         isHead: Bool,
         context: ChannelHandlerContext
     ) {
+        observed.outcome = RequestOutcome(problem)
         var headers = headers
         headers.add(name: "content-type", value: "application/problem+json")
         switch problem {
@@ -337,6 +352,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     private func write(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, isHead: Bool, context: ChannelHandlerContext) {
         let now = context.eventLoop.now
         let action = machine.willWriteAnswer(now: now)
+        // Before the end is written: that may deliver the next pipelined request at once.
+        shared.monitor.answered(&observed, status: status, now: now, clock: shared.clock)
         if action == .drop { return }
         var headers = headers
         headers.add(name: "content-length", value: String(body.readableBytes))

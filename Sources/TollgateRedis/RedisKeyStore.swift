@@ -29,6 +29,8 @@ public final class RedisKeyStore: KeyStore {
         public var cachedKeys = 1_000_000
         /// The prefix of every Redis key Tollgate writes, so that deployments can share a Redis.
         public var namespace = "tg"
+        /// Admission script calls and key lookups: counts, errors, latency (none by default).
+        public var metrics = StoreMetrics.disabled
 
         public init(redis: RESPConfiguration) {
             self.redis = redis
@@ -37,8 +39,8 @@ public final class RedisKeyStore: KeyStore {
 
     public let configuration: Configuration
     let client: RESPClient
-    private let cache: Mutex<Cache>
-    private let names: RedisKeys
+    let cache: Mutex<Cache>
+    let names: RedisKeys
     private let ready = Atomic<Bool>(false)
     private let logger: Logger
 
@@ -178,7 +180,9 @@ public final class RedisKeyStore: KeyStore {
         }
         var args = [RESPArgument.string(request.api), .string(plan.plan.inScope ? "take" : "peek")]
         args += plan.arguments
+        let started = NIODeadline.now()
         client.evalScript(RedisScripts.admit, keys: plan.keyArguments, args: args).whenComplete { result in
+            self.configuration.metrics.finished(.admit, startedAt: started, result: result)
             switch result {
             case .success(let reply):
                 guard let values = reply.array, values.count == plan.plan.counters.count + 2, let nowMillis = values[0].int else {
@@ -204,10 +208,12 @@ public final class RedisKeyStore: KeyStore {
 
     /// Loads a key this instance does not hold, then decides.
     private func lookUp(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
+        let started = NIODeadline.now()
         client.send(RESPCommand("GET", .string(names.digest(request.digest)))).flatMap { reply -> EventLoopFuture<RESPValue?> in
             guard let id = reply.string else { return promise.futureResult.eventLoop.makeSucceededFuture(nil) }
             return self.client.send(RESPCommand("HGETALL", .string(self.names.record(KeyID(rawValue: id))))).map { $0 }
         }.whenComplete { result in
+            self.configuration.metrics.finished(.lookup, startedAt: started, result: result)
             switch result {
             case .success(nil):
                 self.cache.withLock { $0.rememberUnknown(request.digest, now: request.now) }

@@ -35,6 +35,8 @@ public final class SQLiteKeyStore: KeyStore {
         public var operationTimeout: Duration = .seconds(2)
         /// How long a secret no key has is refused without asking the file again.
         public var unknownKeyMilliseconds: Int64 = 1000
+        /// Commits and lookups: counts, errors, latency, batch sizes (none by default).
+        public var metrics = StoreMetrics.disabled
 
         public init(path: String, synchronous: Synchronous = .full) {
             self.path = path
@@ -300,6 +302,7 @@ public final class SQLiteKeyStore: KeyStore {
             if batch.isEmpty { return }
             let number = lookups.withLock { $0.batchNumber }
             let digests = Array(Set(batch.map(\.request.digest)))
+            let started = NIODeadline.now()
             var answers = PendingAnswers()
             let outcome = Result { () throws -> (found: Set<KeyDigest>, damaged: Set<KeyDigest>) in
                 // A row that cannot be decoded fails its own requests (503), not the batch.
@@ -328,6 +331,7 @@ public final class SQLiteKeyStore: KeyStore {
                 for record in records { ledger.refresh(record.key, version: record.version, usageEpoch: record.usageEpoch) }
                 return (Set(loaded.flatMap(\.key.digests)), Set(damaged.keys))
             }
+            configuration.metrics.finished(.lookup, startedAt: started, result: outcome, requests: digests.count)
             // Requests the watchdog answered `503` meanwhile are not answered again.
             let waiting = lookups.withLock { lookups -> [Lookup] in
                 guard lookups.batchNumber == number else { return [] }
@@ -390,6 +394,7 @@ public final class SQLiteKeyStore: KeyStore {
     /// so a broken disk is not hammered in a loop.
     private func flush() {
         while let batch = ledger.takeBatch() {
+            let started = NIODeadline.now()
             do {
                 // A few microseconds per commit: usage written to a file that is no longer
                 // at its path would be lost with the next restart.
@@ -397,6 +402,7 @@ public final class SQLiteKeyStore: KeyStore {
                 try pool.write { db in
                     for increment in batch.increments { try Self.write(increment, db) }
                 }
+                configuration.metrics.finished(.commit, startedAt: started, succeeded: true, requests: batch.waiterCount)
                 ledger.committed(batch)
                 recordCommit(succeeded: true)
             } catch {
@@ -406,6 +412,7 @@ public final class SQLiteKeyStore: KeyStore {
                     "cannot commit usage; answering 503 and giving the units back",
                     metadata: ["error": "\(Self.describe(error))", "requests": "\(batch.waiterCount)"]
                 )
+                configuration.metrics.finished(.commit, startedAt: started, succeeded: false, requests: batch.waiterCount)
                 ledger.failed(batch)
                 recordCommit(succeeded: false)
                 ledger.flushStopped()

@@ -60,7 +60,14 @@ struct Serve: AsyncParsableCommand {
     var adminToken: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
+    @Option(
+        name: .customLong("event-loops"),
+        help:
+            "Event-loop threads serving both listeners (default: one per core). On a box shared with a load generator or proxy, fewer threads than cores avoid time-slicing latency."
+    )
+    var eventLoops: Int?
     @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var monitoring: MonitoringOptions
 
     func validate() throws {
         guard (0...65535).contains(port), (0...65535).contains(adminPort) else {
@@ -74,12 +81,16 @@ struct Serve: AsyncParsableCommand {
         if let maxConnections, maxConnections < 1 {
             throw ValidationError("--max-connections must be at least 1")
         }
+        if let eventLoops, eventLoops < 1 { throw ValidationError("--event-loops must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
     }
 
     func run() async throws {
+        // Before anything touches the shared event-loop group, which every listener and
+        // client here uses.
+        if let eventLoops { NIOSingletons.groupLoopCountSuggestion = eventLoops }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -87,23 +98,27 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "tollgate")
+        let telemetry = Telemetry()
         try await reportingErrors {
             let token = try AdminTokenSource.read(
                 argument: adminToken, file: adminTokenFile, environment: ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_TOKEN"])
             switch try storeOptions.location() {
             case .memory:
-                try await serve(store: MemoryKeyStore(), logger: logger, adminToken: token)
+                try await serve(store: MemoryKeyStore(), telemetry: telemetry, logger: logger, adminToken: token)
             case .sqlite(let path, let synchronous):
                 let lock = try ServeLock(storePath: path)
                 var configuration = SQLiteKeyStore.Configuration(path: path, synchronous: synchronous)
                 configuration.operationTimeout = .milliseconds(storeTimeout)
+                configuration.metrics = telemetry.storeMetrics("sqlite")
                 let store = try SQLiteKeyStore(configuration: configuration, logger: logger)
-                try await serve(store: store, logger: logger, adminToken: token)
+                try await serve(store: store, telemetry: telemetry, heldKeys: { store.heldKeyCount }, logger: logger, adminToken: token)
                 _ = consume lock
-            case .redis(let configuration):
-                let store = try RedisKeyStore(configuration: .init(redis: configuration), logger: logger)
+            case .redis(let redis):
+                var configuration = RedisKeyStore.Configuration(redis: redis)
+                configuration.metrics = telemetry.storeMetrics("redis")
+                let store = try RedisKeyStore(configuration: configuration, logger: logger)
                 try await store.connect()
-                try await serve(store: store, logger: logger, adminToken: token)
+                try await serve(store: store, telemetry: telemetry, logger: logger, adminToken: token)
             }
         }
     }
@@ -113,11 +128,15 @@ struct Serve: AsyncParsableCommand {
     /// Start-up is ordered so that nothing says the server is up before it is: the demo keys
     /// are restored, the data plane binds, then the control plane, and only then are both
     /// addresses printed. A failure at any step names what failed and stops the rest.
-    private func serve<Store: KeyStore>(store: Store, logger: Logger, adminToken: AdminToken?) async throws {
+    private func serve<Store: KeyStore>(
+        store: Store, telemetry: Telemetry, heldKeys: (@Sendable () -> Int)? = nil, logger: Logger, adminToken: AdminToken?
+    ) async throws {
         let demoLines = demo ? try await DemoKeys.restore(in: store) : []
+        let accessLog = try telemetry.accessLog(monitoring, logger: logger)
 
         var dataPlane = DataPlaneConfiguration(host: host, port: port)
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
+        dataPlane.monitoring = DataPlaneMonitoring(metricsFactory: telemetry.factory, accessLog: accessLog)
         let descriptorLimit = DescriptorLimit.raiseToHardLimit()
         dataPlane.maxConnections = maxConnections ?? DataPlaneConfiguration.defaultMaxConnections(descriptorLimit: descriptorLimit)
         let (dataPlaneBound, bound) = AsyncStream<SocketAddress>.makeStream()
@@ -128,8 +147,11 @@ struct Serve: AsyncParsableCommand {
             bound.finish()
         }
         let server = DataPlaneServer(configuration: dataPlane, store: store, clock: SystemWallClock(), logger: logger)
+        var adminConfiguration = AdminApplication.Configuration(host: adminHost, port: adminPort, idleTimeout: .seconds(idleTimeout))
+        adminConfiguration.metrics = MetricsEndpoint(registry: telemetry.registry, heldKeys: heldKeys)
+        adminConfiguration.adminToken = adminToken
         let admin = AdminApplication.make(
-            configuration: .init(host: adminHost, port: adminPort, idleTimeout: .seconds(idleTimeout), adminToken: adminToken),
+            configuration: adminConfiguration,
             store: store,
             logger: logger,
             onServerRunning: { channel in
@@ -148,10 +170,11 @@ struct Serve: AsyncParsableCommand {
                 logger.info("serving", metadata: ["data": "\(data)", "control": "\(adminAddress.map { "\($0)" } ?? "?")"])
             }
         )
+        // Before the data plane, so that it stops after it and logs its last requests.
+        let accessLogService: [ServiceGroupConfiguration.ServiceConfiguration] = accessLog.map { [.init(service: $0)] } ?? []
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: store),
+                services: [.init(service: store)] + accessLogService + [
                     .init(service: server),
                     .init(service: StartsAfter(dataPlaneBound, admin)),
                 ],
