@@ -7,6 +7,8 @@ import Testing
 import TollgateAdmin
 import TollgateCore
 import TollgateHTTP
+import TollgateRESP
+import TollgateRedis
 import TollgateSQLite
 import TollgateTestSupport
 
@@ -86,6 +88,35 @@ import TollgateTestSupport
         // The key on its first use and the unknown secret: two keys read from the file.
         #expect(samples[#"tollgate_store_lookups_total{store="sqlite"}"#] == 2)
         #expect(samples["tollgate_keys_held"] == 1)
+        #expect(!text.contains(key.id.rawValue))
+        #expect(!text.contains(secret))
+    }
+
+    @Test(.enabled(if: RedisServer.isAvailable, "redis-server is not installed"))
+    func redisScriptsAndLookups() async throws {
+        let registry = PrometheusCollectorRegistry()
+        let factory = MetricsEndpoint.metricsFactory(registry: registry)
+        let url = try #require(await SharedRedis.url(), "redis-server did not start")
+        var configuration = RedisKeyStore.Configuration(redis: try RESPConfiguration(url: url))
+        configuration.namespace = SharedRedis.uniqueNamespace()
+        configuration.metrics = StoreMetrics(store: "redis", factory: factory)
+        let store = try RedisKeyStore(configuration: configuration, logger: quietLogger)
+        try await store.connect()
+        let (key, secret) = try await makeKey(in: store, limits: ["api1:3/total"])
+        try await withDataPlane(store: store, configure: { $0.monitoring = DataPlaneMonitoring(metricsFactory: factory) }) { port in
+            try await sendKnownRequests(port: port, secret: secret)
+        }
+        let text = try await scrape(MetricsEndpoint(registry: registry), store: store)
+        let samples = try PrometheusText.parse(text)
+        #expect(samples[#"tollgate_requests_total{api="api1",outcome="admitted"}"#] == 3)
+        #expect(samples[#"tollgate_requests_total{api="api1",outcome="quota_exceeded"}"#] == 2)
+        // One admission script per request of a known key; lookups for its first use and
+        // the unknown secret.
+        #expect(samples[#"tollgate_store_operations_total{store="redis",operation="admit"}"#] == 5)
+        #expect(samples[#"tollgate_store_errors_total{store="redis",operation="admit"}"#] == 0)
+        #expect(samples[#"tollgate_store_duration_seconds_count{store="redis",operation="admit"}"#] == 5)
+        #expect(samples[#"tollgate_store_operations_total{store="redis",operation="lookup"}"#] == 2)
+        #expect(samples[#"tollgate_store_lookups_total{store="redis"}"#] == 2)
         #expect(!text.contains(key.id.rawValue))
         #expect(!text.contains(secret))
     }
