@@ -487,13 +487,19 @@ public final class SQLiteKeyStore: KeyStore {
         var inserted = 0
         for chunk in stride(from: 0, to: keys.count, by: 10_000).map({ keys[$0..<min($0 + 10_000, keys.count)] }) {
             let insertedDigests = try await write { db in
+                // A secret rotated away from another key still finds that key: it is taken too.
                 let statement = try db.cachedStatement(
-                    sql:
-                        "INSERT OR IGNORE INTO keys (\(SQLiteSchema.insertColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq))"
+                    sql: """
+                        INSERT OR IGNORE INTO keys (\(SQLiteSchema.insertColumns))
+                        SELECT ?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq)
+                        WHERE NOT EXISTS (SELECT 1 FROM keys WHERE previous_digest = ?)
+                        """
                 )
                 var digests: [KeyDigest] = []
                 for key in chunk {
-                    try statement.execute(arguments: SQLiteSchema.arguments(for: key))
+                    var arguments = SQLiteSchema.arguments(for: key)
+                    arguments += [Data(key.digest.bytes)]
+                    try statement.execute(arguments: arguments)
                     if db.changesCount == 1 { digests.append(key.digest) }
                 }
                 return digests

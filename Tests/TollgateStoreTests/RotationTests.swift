@@ -53,6 +53,9 @@ import TollgateTestSupport
             try await store.rotateKey(id: other.id, to: KeyDigest(secret: "other-secret"), previousUntil: after)
         }
         #expect(try await store.rotateKey(id: KeyID(rawValue: "key_missing"), to: KeyDigest(secret: "x"), previousUntil: after) == nil)
+        // A secret rotated away (and still answering `key_revoked`) cannot become another key's.
+        await #expect(throws: TollgateError.self) { try await makeKey(in: store, secret: "new-secret") }
+        #expect(try await store.key(digest: KeyDigest(secret: "new-secret"))?.id == key.id)
         #expect(try await admit(store, secret: "other-secret").outcome == .admitted)
     }
 
