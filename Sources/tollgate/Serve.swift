@@ -43,6 +43,11 @@ struct Serve: AsyncParsableCommand {
         help: "Milliseconds a store commit or lookup may take before its requests answer 503 store_unavailable."
     )
     var storeTimeout = 2000
+    @Option(
+        name: .customLong("config"),
+        help: "A route file (YAML; 'tollgate routes check FILE' validates it). Without one, the built-in api1..api3. SIGHUP reloads it."
+    )
+    var config: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
     @OptionGroup var storeOptions: StoreOptions
@@ -97,6 +102,22 @@ struct Serve: AsyncParsableCommand {
         let demoLines = demo ? try await DemoKeys.restore(in: store) : []
 
         var dataPlane = DataPlaneConfiguration(host: host, port: port)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let config {
+            do {
+                dataPlane.routes = LiveRoutes(try RouteFile.load(path: config))
+            } catch {
+                let lines = error.problems.map { problem in
+                    problem.line.map { "\(config):\($0): \(problem.message)" } ?? "\(config): \(problem.message)"
+                }
+                throw TollgateError(
+                    .invalidInput,
+                    "the route file has problems:\n" + lines.joined(separator: "\n")
+                        + "\nfix them ('tollgate routes check \(config)' lists them) and start again"
+                )
+            }
+            services.append(.init(service: RouteReloader(path: config, routes: dataPlane.routes, logger: logger)))
+        }
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
         let descriptorLimit = DescriptorLimit.raiseToHardLimit()
         dataPlane.maxConnections = maxConnections ?? DataPlaneConfiguration.defaultMaxConnections(descriptorLimit: descriptorLimit)
@@ -133,7 +154,7 @@ struct Serve: AsyncParsableCommand {
                     .init(service: store),
                     .init(service: server),
                     .init(service: StartsAfter(dataPlaneBound, admin)),
-                ],
+                ] + services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

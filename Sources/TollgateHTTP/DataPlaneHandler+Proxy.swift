@@ -1,0 +1,267 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import TollgateCore
+
+/// One request on its way to an upstream and its answer on the way back.
+final class ProxyExchange {
+    let head: HTTPRequestHead
+    let route: Route
+    let upstream: Upstream
+    let requestID: String
+    let context: ChannelHandlerContext
+    var connection: UpstreamConnection?
+    /// Body parts that arrived before the upstream connection was ready (one read's worth at most).
+    var pending: [ByteBuffer] = []
+    var bodyBytes = 0
+    var requestEnded = false
+    var endForwarded = false
+    var responseStarted = false
+    var upstreamKeepAlive = true
+    /// The admission's RateLimit fields, added to the upstream's answer.
+    var rateLimitFields = HTTPHeaders()
+    var timeout: Scheduled<Void>?
+
+    init(head: HTTPRequestHead, route: Route, upstream: Upstream, requestID: String, context: ChannelHandlerContext) {
+        self.head = head
+        self.route = route
+        self.upstream = upstream
+        self.requestID = requestID
+        self.context = context
+    }
+
+    var isHead: Bool { head.method == .HEAD }
+}
+
+/// Request ids: a random tag per connection and a count, unique enough to find a request
+/// in the logs on both sides without a random draw per request.
+struct RequestIDs {
+    private let tag = String(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF, radix: 16)
+    private var count = 0
+
+    mutating func next() -> String {
+        count += 1
+        return "\(tag)-\(count)"
+    }
+}
+
+// MARK: Forwarding
+
+/// Forwarding: the request is decided from its head, while its body is held; once admitted
+/// it goes upstream on a pooled connection of this event loop, its body following as the
+/// upstream takes it, and the answer streams back as the client takes it.
+extension DataPlaneHandler: UpstreamDelegate {
+    /// Header fields that concern one connection only, never forwarded either way (RFC 9110 7.6.1).
+    static var hopByHop: [String] { ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authorization"] }
+
+    func startProxy(_ head: HTTPRequestHead, route: Route, upstream: Upstream, path: String, context: ChannelHandlerContext) {
+        let isHead = head.method == .HEAD
+        if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > upstream.maxBodyBytes {
+            return writeProblem(.bodyTooLarge, isHead: isHead, context: context)
+        }
+        let exchange = ProxyExchange(head: head, route: route, upstream: upstream, requestID: requestIDs.next(), context: context)
+        self.exchange = exchange
+        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { decision, rateLimitFields in
+            guard self.exchange === exchange else { return }
+            self.connect(exchange, decision: decision, rateLimitFields: rateLimitFields)
+        }
+    }
+
+    private func connect(_ exchange: ProxyExchange, decision: AdmissionDecision, rateLimitFields: HTTPHeaders) {
+        let context = exchange.context
+        if pool == nil { pool = shared.pools.pool(for: context.eventLoop) }
+        exchange.rateLimitFields = rateLimitFields
+        pool!.acquire(exchange.upstream).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let connection):
+                guard self.exchange === exchange, !self.machine.isClosed else {
+                    self.pool?.release(connection, upstream: exchange.upstream)
+                    return
+                }
+                self.forward(exchange, over: connection, keyID: decision.keyID)
+            case .failure(let error):
+                guard self.exchange === exchange else { return }
+                self.shared.logger.warning(
+                    "upstream unreachable",
+                    metadata: [
+                        "request": "\(exchange.requestID)", "api": "\(exchange.route.name)", "upstream": "\(exchange.upstream.address)",
+                        "error": "\(error)",
+                    ]
+                )
+                self.exchange = nil
+                self.writeProblem(.upstreamUnavailable, isHead: exchange.isHead, context: context)
+            }
+        }
+    }
+
+    private func forward(_ exchange: ProxyExchange, over connection: UpstreamConnection, keyID: KeyID?) {
+        let context = exchange.context
+        exchange.connection = connection
+        connection.handler.delegate = self
+        connection.handler.resumeReads()
+        var head = exchange.head
+        head.uri = exchange.upstream.target(for: head.uri, prefix: exchange.route.prefix)
+        head.version = .http1_1
+        Self.rewriteRequestHeaders(&head.headers, exchange: exchange, keyID: keyID, client: context.channel.remoteAddress)
+        if exchange.head.headers.first(name: "expect")?.lowercased() == "100-continue", !exchange.requestEnded {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        }
+        connection.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        for part in exchange.pending { connection.channel.write(HTTPClientRequestPart.body(.byteBuffer(part)), promise: nil) }
+        exchange.pending = []
+        if exchange.requestEnded {
+            sendEnd(exchange)
+        } else {
+            connection.channel.flush()
+            if connection.channel.isWritable, machine.bodyWanted(true) { context.read() }
+        }
+    }
+
+    static func rewriteRequestHeaders(_ headers: inout HTTPHeaders, exchange: ProxyExchange, keyID: KeyID?, client: SocketAddress?) {
+        for name in headers[canonicalForm: "connection"] { headers.remove(name: String(name)) }
+        for name in hopByHop { headers.remove(name: name) }
+        headers.remove(name: "expect")
+        // The key is for the gateway alone: never forwarded, whichever header carried it.
+        if let authorization = headers.first(name: "authorization"), authorization.lowercased().hasPrefix("bearer ") {
+            headers.remove(name: "authorization")
+        }
+        headers.remove(name: "x-api-key")
+        headers.remove(name: "token")
+        let originalHost = headers.first(name: "host")
+        headers.replaceOrAdd(name: "host", value: exchange.upstream.port == 80 ? exchange.upstream.host : exchange.upstream.address)
+        if let client = client?.ipAddress {
+            let prior = headers.first(name: "x-forwarded-for")
+            headers.replaceOrAdd(name: "x-forwarded-for", value: prior.map { "\($0), \(client)" } ?? client)
+        }
+        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
+        if let originalHost { headers.replaceOrAdd(name: "x-forwarded-host", value: originalHost) }
+        headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
+        if let name = exchange.upstream.keyIDHeader {
+            // A client must not be able to name a key id of its choosing.
+            headers.remove(name: name)
+            if let keyID { headers.add(name: name, value: keyID.description) }
+        }
+    }
+
+    func proxyBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard let exchange else { return }
+        exchange.bodyBytes += buffer.readableBytes
+        guard exchange.bodyBytes <= exchange.upstream.maxBodyBytes else {
+            // A chunked body that outgrew the limit: already counted, never finished upstream.
+            return failExchange(exchange, with: .bodyTooLarge, reason: "request body above the route's limit")
+        }
+        machine.streamed(now: context.eventLoop.now)
+        guard let connection = exchange.connection else {
+            exchange.pending.append(buffer)
+            return
+        }
+        connection.channel.writeAndFlush(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+        if !connection.channel.isWritable { _ = machine.bodyWanted(false) }
+    }
+
+    func proxyEnd(context: ChannelHandlerContext) {
+        guard let exchange else { return }
+        exchange.requestEnded = true
+        if exchange.connection != nil { sendEnd(exchange) }
+    }
+
+    private func sendEnd(_ exchange: ProxyExchange) {
+        guard let connection = exchange.connection, !exchange.endForwarded else { return }
+        exchange.endForwarded = true
+        connection.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        if !exchange.responseStarted {
+            let loopBound = NIOLoopBound(self, eventLoop: exchange.context.eventLoop)
+            exchange.timeout = exchange.context.eventLoop.scheduleTask(in: exchange.upstream.responseTimeout) {
+                let handler = loopBound.value
+                guard let current = handler.exchange, current === exchange, !current.responseStarted else { return }
+                handler.failExchange(current, with: .upstreamTimeout, reason: "upstream answered too slowly")
+            }
+        }
+    }
+
+    /// Ends an exchange that cannot finish: closes its upstream connection (never reused) and
+    /// answers `problem` if the answer has not begun, else closes the client connection.
+    func failExchange(_ exchange: ProxyExchange, with problem: Problem, reason: String) {
+        let context = exchange.context
+        shared.logger.warning(
+            "\(reason)",
+            metadata: ["request": "\(exchange.requestID)", "api": "\(exchange.route.name)", "upstream": "\(exchange.upstream.address)"]
+        )
+        self.exchange = nil
+        exchange.timeout?.cancel()
+        if let connection = exchange.connection {
+            connection.handler.delegate = nil
+            connection.channel.close(promise: nil)
+        }
+        if exchange.responseStarted {
+            machine.inactive()
+            context.close(promise: nil)
+        } else {
+            writeProblem(problem, isHead: exchange.isHead, context: context)
+        }
+    }
+
+    /// The client connection went away: the upstream connection goes too (its request is half sent).
+    func abandonExchange() {
+        guard let exchange else { return }
+        self.exchange = nil
+        exchange.timeout?.cancel()
+        if let connection = exchange.connection {
+            connection.handler.delegate = nil
+            connection.channel.close(promise: nil)
+        }
+    }
+
+    // MARK: UpstreamDelegate
+
+    func upstreamReceived(_ part: HTTPClientResponsePart) {
+        guard let exchange else { return }
+        let context = exchange.context
+        machine.streamed(now: context.eventLoop.now)
+        switch part {
+        case .head(let response):
+            exchange.timeout?.cancel()
+            exchange.responseStarted = true
+            exchange.upstreamKeepAlive = response.isKeepAlive
+            var headers = response.headers
+            for name in headers[canonicalForm: "connection"] { headers.remove(name: String(name)) }
+            for name in Self.hopByHop { headers.remove(name: name) }
+            for field in exchange.rateLimitFields { headers.replaceOrAdd(name: field.name, value: field.value) }
+            headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
+            // The answer was for a key: a shared cache must not hand it to others uncounted.
+            if !headers.contains(name: "cache-control") { headers.add(name: "cache-control", value: "private") }
+            if machine.willStreamAnswer() { headers.add(name: "connection", value: "close") }
+            context.writeAndFlush(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
+        case .body(let buffer):
+            guard !exchange.isHead else { return }
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            if !context.channel.isWritable { exchange.connection?.handler.pauseReads() }
+        case .end:
+            self.exchange = nil
+            exchange.timeout?.cancel()
+            if let connection = exchange.connection {
+                // Reused only after a whole request and a whole keep-alive answer.
+                if exchange.endForwarded && exchange.upstreamKeepAlive {
+                    pool?.release(connection, upstream: exchange.upstream)
+                } else {
+                    connection.handler.delegate = nil
+                    connection.channel.close(promise: nil)
+                }
+            }
+            endAnswer(machine.willWriteAnswer(now: context.eventLoop.now), context: context)
+        }
+    }
+
+    func upstreamWritabilityChanged(_ isWritable: Bool) {
+        guard let exchange, exchange.connection != nil, !exchange.requestEnded else { return }
+        if machine.bodyWanted(isWritable) { exchange.context.read() }
+    }
+
+    func upstreamClosed(error: (any Error)?) {
+        guard let exchange else { return }
+        exchange.connection = nil
+        failExchange(
+            exchange, with: .upstreamUnavailable, reason: error.map { "upstream failed: \($0)" } ?? "upstream closed the connection")
+    }
+}
