@@ -197,7 +197,10 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
             phase = .closed
             return .close
         case .streaming(let request, ended: false):
+            // Nothing more to hold: reads from here on are for the next request, which
+            // NIO's pipelining handler keeps until this one is answered.
             phase = .streaming(request, ended: true)
+            bodyHeld = false
             return .forwardEnd
         case .idle, .deciding, .parked, .streaming, .closed:
             return .ignore
