@@ -40,7 +40,7 @@ struct Routes: AsyncParsableCommand {
 
 /// One line about a route, for `routes check` and the reload log.
 func describe(_ route: Route) -> String {
-    let methods = route.methods.map { $0.map(\.rawValue).sorted().joined(separator: ",") } ?? "any method"
+    let methods = route.methods.map { $0.map(\.rawValue).joined(separator: ",") } ?? "any method"
     let target: String
     switch route.action {
     case .fixed(let answer): target = "answers \(answer.status)"
