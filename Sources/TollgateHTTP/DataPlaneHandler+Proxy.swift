@@ -21,6 +21,10 @@ final class ProxyExchange {
     /// The admission's RateLimit fields, added to the upstream's answer.
     var rateLimitFields = HTTPHeaders()
     var timeout: Scheduled<Void>?
+    /// The key's id, sent upstream (kept for a retry).
+    var keyID: KeyID?
+    /// Whether the request was sent again on a new connection after a pooled one failed.
+    var retried = false
 
     init(head: HTTPRequestHead, route: Route, upstream: Upstream, requestID: String, context: ChannelHandlerContext) {
         self.head = head
@@ -68,17 +72,22 @@ extension DataPlaneHandler: UpstreamDelegate {
     }
 
     private func connect(_ exchange: ProxyExchange, decision: AdmissionDecision, rateLimitFields: HTTPHeaders) {
+        exchange.rateLimitFields = rateLimitFields
+        exchange.keyID = decision.keyID
+        connect(exchange, fresh: false)
+    }
+
+    private func connect(_ exchange: ProxyExchange, fresh: Bool) {
         let context = exchange.context
         if pool == nil { pool = shared.pools.pool(for: context.eventLoop) }
-        exchange.rateLimitFields = rateLimitFields
-        pool!.acquire(exchange.upstream).assumeIsolated().whenComplete { result in
+        pool!.acquire(exchange.upstream, fresh: fresh).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let connection):
                 guard self.exchange === exchange, !self.machine.isClosed else {
                     self.pool?.release(connection, upstream: exchange.upstream)
                     return
                 }
-                self.forward(exchange, over: connection, keyID: decision.keyID)
+                self.forward(exchange, over: connection, keyID: exchange.keyID)
             case .failure(let error):
                 guard self.exchange === exchange else { return }
                 self.shared.logger.warning(
@@ -103,7 +112,7 @@ extension DataPlaneHandler: UpstreamDelegate {
         head.uri = exchange.upstream.target(for: head.uri, prefix: exchange.route.prefix)
         head.version = .http1_1
         Self.rewriteRequestHeaders(&head.headers, exchange: exchange, keyID: keyID, client: context.channel.remoteAddress)
-        if exchange.head.headers.first(name: "expect")?.lowercased() == "100-continue", !exchange.requestEnded {
+        if exchange.head.headers.first(name: "expect")?.lowercased() == "100-continue", !exchange.requestEnded, !exchange.retried {
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
         }
         connection.channel.write(HTTPClientRequestPart.head(head), promise: nil)
@@ -212,6 +221,13 @@ extension DataPlaneHandler: UpstreamDelegate {
         }
     }
 
+    static func isIdempotent(_ method: HTTPMethod) -> Bool {
+        switch method {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
+        default: false
+        }
+    }
+
     // MARK: UpstreamDelegate
 
     func upstreamReceived(_ part: HTTPClientResponsePart) {
@@ -260,6 +276,20 @@ extension DataPlaneHandler: UpstreamDelegate {
 
     func upstreamClosed(error: (any Error)?) {
         guard let exchange else { return }
+        // A pooled connection the upstream closed while it idled fails the request sent on
+        // it before any answer: send it once more on a new connection, if it can be sent
+        // again as it was (an idempotent method, no body).
+        if let connection = exchange.connection, connection.uses > 1, !exchange.responseStarted, !exchange.retried,
+            exchange.bodyBytes == 0, exchange.requestEnded, Self.isIdempotent(exchange.head.method)
+        {
+            exchange.retried = true
+            exchange.connection = nil
+            exchange.endForwarded = false
+            exchange.timeout?.cancel()
+            exchange.timeout = nil
+            shared.logger.debug("retrying on a new upstream connection", metadata: ["request": "\(exchange.requestID)"])
+            return connect(exchange, fresh: true)
+        }
         exchange.connection = nil
         failExchange(
             exchange, with: .upstreamUnavailable, reason: error.map { "upstream failed: \($0)" } ?? "upstream closed the connection")

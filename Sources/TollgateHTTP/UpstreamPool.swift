@@ -79,6 +79,9 @@ final class UpstreamHandler: ChannelDuplexHandler {
 final class UpstreamConnection {
     let channel: any Channel
     let handler: UpstreamHandler
+    /// Requests given this connection so far; above 1, it came from the pool, and the
+    /// upstream may have closed it while it idled.
+    var uses = 0
 
     init(channel: any Channel, handler: UpstreamHandler) {
         self.channel = channel
@@ -101,12 +104,13 @@ final class UpstreamPool: @unchecked Sendable {
         self.eventLoop = eventLoop
     }
 
-    /// An idle connection to `upstream`, or a new one.
-    func acquire(_ upstream: Upstream) -> EventLoopFuture<UpstreamConnection> {
+    /// An idle connection to `upstream`, or a new one (always a new one if `fresh`).
+    func acquire(_ upstream: Upstream, fresh: Bool = false) -> EventLoopFuture<UpstreamConnection> {
         eventLoop.preconditionInEventLoop()
-        while let connection = idle[upstream.address]?.popLast() {
+        while !fresh, let connection = idle[upstream.address]?.popLast() {
             if connection.channel.isActive {
                 connection.handler.onClose = nil
+                connection.uses += 1
                 return eventLoop.makeSucceededFuture(connection)
             }
         }
@@ -122,7 +126,10 @@ final class UpstreamPool: @unchecked Sendable {
             }
             .connect(host: upstream.host, port: upstream.port)
             .flatMapThrowing { channel in
-                UpstreamConnection(channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self))
+                let connection = UpstreamConnection(
+                    channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self))
+                connection.uses = 1
+                return connection
             }
     }
 

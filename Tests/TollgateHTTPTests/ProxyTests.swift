@@ -189,6 +189,23 @@ import TollgateTestSupport
         }
     }
 
+    @Test func aPooledConnectionClosedByTheUpstreamIsRetriedOnceOnANewOne() async throws {
+        try await withProxy { port, upstream, store in
+            try await makeKey(in: store, secret: "k")
+            try await TestHTTPConnection.with(port: port) { connection in
+                #expect(try await connection.send(.GET, "/kept/drop-next", headers: [("token", "k")]).status == 200)
+                // Sent on the pooled connection, which the upstream drops: answered from a new one.
+                let retried = try await connection.send(.GET, "/kept/after", headers: [("token", "k")])
+                #expect(retried.status == 200 && retried.body.hasPrefix("GET /kept/after\n"))
+                #expect(try await connection.send(.POST, "/kept/drop-next", headers: [("token", "k")], body: "x").status == 200)
+                // A request with a body cannot be sent twice: 502.
+                let notRetried = try await connection.send(.POST, "/kept/after", headers: [("token", "k")], body: "x")
+                #expect(notRetried.status == 502 && notRetried.problemCode == "upstream_unavailable")
+            }
+            #expect(upstream.connections == 2, "the drop-next connection, then the one the retry opened")
+        }
+    }
+
     @Test func pipelinedRequestsToAnUpstreamAreAnsweredInOrder() async throws {
         try await withProxy { port, _, store in
             try await makeKey(in: store, secret: "k")

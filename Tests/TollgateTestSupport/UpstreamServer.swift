@@ -8,6 +8,8 @@ import Synchronization
 /// - `/download?bytes=N` streams N bytes, as fast as the reader takes them and no faster;
 /// - `/slow?ms=N` answers after N milliseconds;
 /// - `/status/N` answers status N;
+/// - `/drop-next` answers, then closes its connection on the next request without an answer
+///   (an upstream closing a kept-alive connection just as a request is sent on it);
 /// - anything else echoes the request: method, target, header fields, and the body's
 ///   length (counted, never kept), one per line.
 public final class UpstreamServer: Sendable {
@@ -68,6 +70,7 @@ private final class UpstreamTestHandler: ChannelInboundHandler {
     var head: HTTPRequestHead?
     var bodyBytes = 0
     var downloadLeft = 0
+    var dropNext = false
     let chunk = ByteBuffer(repeating: UInt8(ascii: "x"), count: 64 * 1024)
 
     init(counts: Counts) { self.counts = counts }
@@ -75,6 +78,10 @@ private final class UpstreamTestHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            if dropNext {
+                context.close(promise: nil)
+                return
+            }
             counts.requested()
             self.head = head
             bodyBytes = 0
@@ -111,6 +118,7 @@ private final class UpstreamTestHandler: ChannelInboundHandler {
             }
             return
         }
+        if uri.contains("/drop-next") { dropNext = true }
         if let range = uri.range(of: "/status/") {
             let code = Int(uri[range.upperBound...].prefix { $0.isNumber }) ?? 500
             answer(status: HTTPResponseStatus(statusCode: code), body: "status \(code)", context: context)
