@@ -126,9 +126,16 @@ extension DataPlaneHandler: UpstreamDelegate {
         }
     }
 
+    /// Drops the hop-by-hop fields, and those that `Connection` names.
+    static func removeHopByHop(_ headers: inout HTTPHeaders) {
+        if headers.contains(name: "connection") {
+            for name in headers[canonicalForm: "connection"] { headers.remove(name: String(name)) }
+        }
+        for name in hopByHop where headers.contains(name: name) { headers.remove(name: name) }
+    }
+
     static func rewriteRequestHeaders(_ headers: inout HTTPHeaders, exchange: ProxyExchange, keyID: KeyID?, client: SocketAddress?) {
-        for name in headers[canonicalForm: "connection"] { headers.remove(name: String(name)) }
-        for name in hopByHop { headers.remove(name: name) }
+        removeHopByHop(&headers)
         headers.remove(name: "expect")
         // The key is for the gateway alone: never forwarded, whichever header carried it.
         if let authorization = headers.first(name: "authorization"), authorization.lowercased().hasPrefix("bearer ") {
@@ -240,18 +247,18 @@ extension DataPlaneHandler: UpstreamDelegate {
             exchange.responseStarted = true
             exchange.upstreamKeepAlive = response.isKeepAlive
             var headers = response.headers
-            for name in headers[canonicalForm: "connection"] { headers.remove(name: String(name)) }
-            for name in Self.hopByHop { headers.remove(name: name) }
+            Self.removeHopByHop(&headers)
             for field in exchange.rateLimitFields { headers.replaceOrAdd(name: field.name, value: field.value) }
             headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
             // The answer was for a key: a shared cache must not hand it to others uncounted.
             if !headers.contains(name: "cache-control") { headers.add(name: "cache-control", value: "private") }
             if machine.willStreamAnswer() { headers.add(name: "connection", value: "close") }
-            context.writeAndFlush(
+            // Flushed at the end of the upstream's read burst, or with the end.
+            context.write(
                 wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
         case .body(let buffer):
             guard !exchange.isHead else { return }
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             if !context.channel.isWritable { exchange.connection?.handler.pauseReads() }
         case .end:
             self.exchange = nil
@@ -267,6 +274,10 @@ extension DataPlaneHandler: UpstreamDelegate {
             }
             endAnswer(machine.willWriteAnswer(now: context.eventLoop.now), context: context)
         }
+    }
+
+    func upstreamReadComplete() {
+        exchange?.context.flush()
     }
 
     func upstreamWritabilityChanged(_ isWritable: Bool) {

@@ -8,6 +8,8 @@ import Synchronization
 /// inbound connection and this one run on.
 protocol UpstreamDelegate: AnyObject {
     func upstreamReceived(_ part: HTTPClientResponsePart)
+    /// The end of a read burst: what was passed on is flushed once, not part by part.
+    func upstreamReadComplete()
     func upstreamWritabilityChanged(_ isWritable: Bool)
     func upstreamClosed(error: (any Error)?)
 }
@@ -32,6 +34,11 @@ final class UpstreamHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         delegate?.upstreamReceived(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        delegate?.upstreamReadComplete()
+        context.fireChannelReadComplete()
     }
 
     func read(context: ChannelHandlerContext) {
@@ -107,7 +114,7 @@ final class UpstreamPool: @unchecked Sendable {
     /// An idle connection to `upstream`, or a new one (always a new one if `fresh`).
     func acquire(_ upstream: Upstream, fresh: Bool = false) -> EventLoopFuture<UpstreamConnection> {
         eventLoop.preconditionInEventLoop()
-        while !fresh, let connection = idle[upstream.address]?.popLast() {
+        while !fresh, let connection = idle[upstream.poolKey]?.popLast() {
             if connection.channel.isActive {
                 connection.handler.onClose = nil
                 connection.uses += 1
@@ -138,7 +145,7 @@ final class UpstreamPool: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         connection.handler.delegate = nil
         connection.handler.resumeReads()
-        let key = upstream.address
+        let key = upstream.poolKey
         guard connection.channel.isActive, idle[key, default: []].count < upstream.maxIdleConnections else {
             connection.channel.close(promise: nil)
             return
