@@ -20,7 +20,8 @@ final class ProxyExchange {
     var upstreamKeepAlive = true
     /// The admission's RateLimit fields, added to the upstream's answer.
     var rateLimitFields = HTTPHeaders()
-    var timeout: Scheduled<Void>?
+    /// When the upstream's answer must have begun; set once the request is sent.
+    var responseDeadline: NIODeadline?
     /// The key's id, sent upstream (kept for a retry).
     var keyID: KeyID?
     /// Whether the request was sent again on a new connection after a pooled one failed.
@@ -186,12 +187,31 @@ extension DataPlaneHandler: UpstreamDelegate {
         exchange.endForwarded = true
         connection.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         if !exchange.responseStarted {
-            let loopBound = NIOLoopBound(self, eventLoop: exchange.context.eventLoop)
-            exchange.timeout = exchange.context.eventLoop.scheduleTask(in: exchange.upstream.responseTimeout) {
-                let handler = loopBound.value
-                guard let current = handler.exchange, current === exchange, !current.responseStarted else { return }
-                handler.failExchange(current, with: .upstreamTimeout, reason: "upstream answered too slowly")
-            }
+            let deadline = exchange.context.eventLoop.now + exchange.upstream.responseTimeout
+            exchange.responseDeadline = deadline
+            // Like the idle timer, one timer serves every request on the connection: it is
+            // moved only when a deadline comes sooner than the one it is set for.
+            if let timer = responseTimer, timer.deadline <= deadline { return }
+            armResponseTimer(at: deadline, context: exchange.context)
+        }
+    }
+
+    private func armResponseTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        responseTimer?.task.cancel()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let task = context.eventLoop.scheduleTask(deadline: deadline) {
+            loopBound.value.responseTimerFired(context: context)
+        }
+        responseTimer = (task, deadline)
+    }
+
+    private func responseTimerFired(context: ChannelHandlerContext) {
+        responseTimer = nil
+        guard let exchange, !exchange.responseStarted, let deadline = exchange.responseDeadline else { return }
+        if context.eventLoop.now >= deadline {
+            failExchange(exchange, with: .upstreamTimeout, reason: "upstream answered too slowly")
+        } else {
+            armResponseTimer(at: deadline, context: context)
         }
     }
 
@@ -204,7 +224,6 @@ extension DataPlaneHandler: UpstreamDelegate {
             metadata: ["request": "\(exchange.requestID)", "api": "\(exchange.route.name)", "upstream": "\(exchange.upstream.address)"]
         )
         self.exchange = nil
-        exchange.timeout?.cancel()
         if let connection = exchange.connection {
             connection.handler.delegate = nil
             connection.channel.close(promise: nil)
@@ -219,9 +238,10 @@ extension DataPlaneHandler: UpstreamDelegate {
 
     /// The client connection went away: the upstream connection goes too (its request is half sent).
     func abandonExchange() {
+        responseTimer?.task.cancel()
+        responseTimer = nil
         guard let exchange else { return }
         self.exchange = nil
-        exchange.timeout?.cancel()
         if let connection = exchange.connection {
             connection.handler.delegate = nil
             connection.channel.close(promise: nil)
@@ -243,7 +263,6 @@ extension DataPlaneHandler: UpstreamDelegate {
         machine.streamed(now: context.eventLoop.now)
         switch part {
         case .head(let response):
-            exchange.timeout?.cancel()
             exchange.responseStarted = true
             exchange.upstreamKeepAlive = response.isKeepAlive
             var headers = response.headers
@@ -262,7 +281,6 @@ extension DataPlaneHandler: UpstreamDelegate {
             if !context.channel.isWritable { exchange.connection?.handler.pauseReads() }
         case .end:
             self.exchange = nil
-            exchange.timeout?.cancel()
             if let connection = exchange.connection {
                 // Reused only after a whole request and a whole keep-alive answer.
                 if exchange.endForwarded && exchange.upstreamKeepAlive {
@@ -296,8 +314,7 @@ extension DataPlaneHandler: UpstreamDelegate {
             exchange.retried = true
             exchange.connection = nil
             exchange.endForwarded = false
-            exchange.timeout?.cancel()
-            exchange.timeout = nil
+            exchange.responseDeadline = nil
             shared.logger.debug("retrying on a new upstream connection", metadata: ["request": "\(exchange.requestID)"])
             return connect(exchange, fresh: true)
         }

@@ -51,6 +51,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     private var table = RouteTable.builtIn
     /// The request being forwarded upstream, if any.
     var exchange: ProxyExchange?
+    /// One timer per connection for upstream response timeouts, re-armed lazily.
+    var responseTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
     /// This connection's event loop's upstream pool, found on first use.
     var pool: UpstreamPool?
     /// Request ids: a random tag per connection and a count.
