@@ -49,6 +49,9 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     var dateHeader = DateHeader()
     /// The route table read when the request in progress began.
     private var table = RouteTable.builtIn
+    /// The request in progress's normalized path (`nil` for a target refused as `bad_path`),
+    /// normalized once at its head.
+    private var requestPath: String?
     /// The request being forwarded upstream, if any.
     var exchange: ProxyExchange?
     /// One timer per connection for upstream response timeouts, re-armed lazily.
@@ -168,8 +171,9 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
             // follow belong to another protocol): answer, then close.
             let keepAlive = head.isKeepAlive && head.method != .CONNECT && !head.headers.contains(name: "upgrade")
             table = shared.routes.current
+            requestPath = RequestPath.normalize(head.uri)
             var proxied: (route: Route, upstream: Upstream, path: String)? = nil
-            if let path = RequestPath.normalize(head.uri), case .route(let route) = resolve(path),
+            if let path = requestPath, case .route(let route) = resolve(path),
                 case .upstream(let upstream) = route.action, route.methods?.contains(head.method) ?? true, head.method != .CONNECT
             {
                 proxied = (route, upstream, path)
@@ -236,7 +240,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
 
     private func handle(_ head: HTTPRequestHead, hasBody: Bool, context: ChannelHandlerContext) {
         let isHead = head.method == .HEAD
-        guard let path = RequestPath.normalize(head.uri) else {
+        guard let path = requestPath else {
             return writeProblem(.badPath, isHead: isHead, context: context)
         }
         let route: Route
