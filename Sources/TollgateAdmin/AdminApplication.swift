@@ -5,7 +5,7 @@ import ServiceLifecycle
 import Synchronization
 import TollgateCore
 
-/// The control plane's listener: health now, the admin API and metrics next.
+/// The control plane's listener: health, and the admin API when a token is configured.
 ///
 /// It runs on its own address (loopback by default) so that operators can firewall it,
 /// and on Hummingbird, whose per-request cost is fine off the hot path.
@@ -16,17 +16,27 @@ public enum AdminApplication {
         /// How long a connection may sit idle, or take to send its request, before it is
         /// closed; idle connections would otherwise hold descriptors forever.
         public var idleTimeout: Duration = .seconds(60)
+        /// `GET /metrics` (see ``MetricsEndpoint``); without it the path answers `404`.
+        public var metrics: MetricsEndpoint?
+        /// The bearer token that opens `/admin/v1`; without one those paths answer `404`,
+        /// so that an admin API nobody secured is never served.
+        public var adminToken: AdminToken?
 
-        public init(host: String = "127.0.0.1", port: Int = 3001, idleTimeout: Duration = .seconds(60)) {
+        public init(host: String = "127.0.0.1", port: Int = 3001, idleTimeout: Duration = .seconds(60), adminToken: AdminToken? = nil) {
             self.host = host
             self.port = port
             self.idleTimeout = idleTimeout
+            self.adminToken = adminToken
         }
     }
 
     /// The routes, separate from the listener so tests can drive them in process.
-    public static func router(store: some KeyStore) -> Router<BasicRequestContext> {
-        let router = Router()
+    public static func router<Store: KeyStore>(
+        store: Store,
+        adminToken: AdminToken? = nil,
+        clock: some WallClock = SystemWallClock()
+    ) -> Router<AdminRequestContext> {
+        let router = Router(context: AdminRequestContext.self)
         // Before the routes, so that it wraps them and the not-found answer alike.
         router.add(middleware: ProblemMiddleware())
         router.get("healthz") { _, _ in
@@ -41,6 +51,20 @@ public enum AdminApplication {
                 body: .init(byteBuffer: ByteBuffer(string: body))
             )
         }
+        if let adminToken {
+            let admin = router.group("admin/v1")
+            // Before the token check: the document is the one in the public repository, and
+            // tools (schemathesis, Swagger UI) load it without a secret.
+            admin.get("openapi.json") { _, _ in
+                Response(
+                    status: .ok,
+                    headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                    body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json))
+                )
+            }
+            admin.add(middleware: AdminAuthMiddleware(token: adminToken))
+            KeyRoutes(store: store, clock: clock).register(on: admin)
+        }
         return router
     }
 
@@ -54,7 +78,7 @@ public enum AdminApplication {
     ) -> some Service {
         let listening = ListeningFlag()
         let application = Application(
-            router: router(store: store),
+            router: router(store: store, adminToken: configuration.adminToken).addMetrics(configuration.metrics),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.idleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tollgate"),
             onServerRunning: { channel in

@@ -10,6 +10,11 @@ public struct APIKey: Sendable, Hashable {
     public var createdAt: Timestamp
     public var expiresAt: Timestamp?
     public var revokedAt: Timestamp?
+    /// After a rotation: the previous secret's digest, which still opens the key until
+    /// `previousDigestExpiresAt` and is refused as revoked after it. Kept until the next
+    /// rotation, so that the old secret keeps answering `key_revoked`, not `invalid_api_key`.
+    public var previousDigest: KeyDigest?
+    public var previousDigestExpiresAt: Timestamp?
 
     public init(
         id: KeyID,
@@ -19,7 +24,9 @@ public struct APIKey: Sendable, Hashable {
         limits: [LimitSpec] = [],
         createdAt: Timestamp,
         expiresAt: Timestamp? = nil,
-        revokedAt: Timestamp? = nil
+        revokedAt: Timestamp? = nil,
+        previousDigest: KeyDigest? = nil,
+        previousDigestExpiresAt: Timestamp? = nil
     ) {
         self.id = id
         self.digest = digest
@@ -29,6 +36,33 @@ public struct APIKey: Sendable, Hashable {
         self.createdAt = createdAt
         self.expiresAt = expiresAt
         self.revokedAt = revokedAt
+        self.previousDigest = previousDigest
+        self.previousDigestExpiresAt = previousDigestExpiresAt
+    }
+
+    /// Every digest that finds this key: the current one and, after a rotation, the previous.
+    public var digests: [KeyDigest] {
+        previousDigest.map { [digest, $0] } ?? [digest]
+    }
+
+    /// Whether a request presenting the secret with `presented` digest is refused as revoked:
+    /// only the current secret, or the previous one inside its overlap, opens the key (a
+    /// stale cache entry found by any other digest must never open it).
+    @inlinable
+    public func refusesRetired(_ presented: KeyDigest, at instant: Timestamp) -> Bool {
+        guard presented != digest else { return false }
+        guard presented == previousDigest, let until = previousDigestExpiresAt else { return true }
+        return instant >= until
+    }
+
+    /// The record after a rotation to `newDigest`: the current digest becomes the previous
+    /// one, accepted until `until`; id, scopes, limits and usage stay.
+    public func rotated(to newDigest: KeyDigest, previousUntil until: Timestamp) -> APIKey {
+        var key = self
+        key.previousDigest = digest
+        key.previousDigestExpiresAt = until
+        key.digest = newDigest
+        return key
     }
 
     /// Whether `path` (normalized, no leading slash) is in any of the key's scopes.

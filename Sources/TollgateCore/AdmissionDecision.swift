@@ -119,4 +119,25 @@ public struct APIUsage: Sendable, Hashable {
         case .invalidKey, .storeUnavailable: break
         }
     }
+
+    public func adding(_ other: APIUsage) -> APIUsage {
+        APIUsage(
+            admitted: admitted + other.admitted,
+            scopeDenied: scopeDenied + other.scopeDenied,
+            quotaExceeded: quotaExceeded + other.quotaExceeded,
+            keyRevoked: keyRevoked + other.keyRevoked,
+            keyExpired: keyExpired + other.keyExpired
+        )
+    }
+
+    /// The counts this one holds beyond `other`: what a store must add to go from one to the other.
+    public func subtracting(_ other: APIUsage) -> APIUsage {
+        APIUsage(
+            admitted: admitted - other.admitted,
+            scopeDenied: scopeDenied - other.scopeDenied,
+            quotaExceeded: quotaExceeded - other.quotaExceeded,
+            keyRevoked: keyRevoked - other.keyRevoked,
+            keyExpired: keyExpired - other.keyExpired
+        )
+    }
 }

@@ -86,7 +86,25 @@ public struct KeyID: Sendable, Hashable, Comparable, Codable, CustomStringConver
     /// A new random id, `key_` and 16 base62 characters.
     public static func generate() -> KeyID {
         var generator = SystemRandomNumberGenerator()
-        return KeyID(rawValue: "key_" + Base62.random(count: 16, using: &generator))
+        return generate(using: &generator)
+    }
+
+    /// A new random id from `generator`, which must be as unpredictable as the system's: an
+    /// import that makes a million ids draws its randomness in bulk.
+    public static func generate(using generator: inout some RandomNumberGenerator) -> KeyID {
+        // Eight characters from each random word, a byte each: bytes from 248 up are
+        // dropped, so that each of the 62 characters stays equally likely.
+        var text: [UInt8] = Array("key_".utf8)
+        text.reserveCapacity(20)
+        while text.count < 20 {
+            var word = generator.next()
+            for _ in 0..<8 where text.count < 20 {
+                let byte = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                if byte < 248 { text.append(Base62.alphabet[Int(byte % 62)]) }
+            }
+        }
+        return KeyID(rawValue: String(decoding: text, as: UTF8.self))
     }
 
     /// An id given by an operator (an import, later the admin API), checked against the one

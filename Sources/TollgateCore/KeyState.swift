@@ -1,78 +1,74 @@
 /// A key as the ledger holds it: the record, its counters and its per-API counts.
 ///
 /// A class so the ledger can mutate it in place under its lock; it never leaves the lock.
-final class KeyState {
-    private(set) var key: APIKey
-    /// The counters the key's limits draw on, one per pattern and period.
-    private(set) var counterIDs: [String]
-    var counters: [UsageCounter]
-    var apis: [String: APIUsage]
-    var isDirty = false
-    /// Bumped whenever the limits are replaced, so that units taken under old limits are
-    /// never given back to counters that did not take them.
-    private(set) var generation: Int64 = 0
+/// Kept small, since a server may hold a million: what keys of one shape share lives in
+/// their ``KeyPolicy``, and counts are small arrays rather than dictionaries.
+public final class KeyState: CachedKey {
+    public private(set) var key: APIKey
+    private(set) var policy: KeyPolicy
+    /// One per ``KeyPolicy/counterIDs``, with what the store holds of it, as far as this
+    /// process knows: a persistent store writes the difference, an increment, so that no
+    /// write ever replaces a count another writer made.
+    private var counters: [CounterSlot]
+    /// Per API: admitted and refused counts, and what the store holds of them.
+    private var apis: [APISlot]
+    /// Bumped whenever the limits are replaced or the usage reset, so that units taken
+    /// before are never given back to counters that did not take them.
+    package private(set) var generation: Int64 = 0
     /// The store's version of the record held (SQLite's change `seq`), so that a late,
     /// older copy never replaces a newer one.
-    var version: Int64
-    /// The last group-commit batch that carried this key's usage; the key may be dropped
-    /// from memory only once that batch has finished.
-    var lastBatch: Int64 = 0
-    /// Neighbours in the ledger's recency list (most recently used first).
-    var newer: KeyState?
-    var older: KeyState?
+    package var version: Int64
+    /// How many times the usage was reset (the store's count, where it keeps one): a write
+    /// counted before a reset must not land after it.
+    package private(set) var usageEpoch: Int64
+    /// For a persistent store's journal: whether the key has counts not yet in a batch, and
+    /// the last batch that carried its usage (the key may leave memory once it finished).
+    package var isDirty = false
+    package var lastBatch: Int64 = 0
+    public var newer: KeyState?
+    public var older: KeyState?
 
-    init(key: APIKey, version: Int64, counters: [String: UsageCounter], apis: [String: APIUsage]) {
+    struct CounterSlot {
+        var current: UsageCounter
+        var written: UsageCounter
+    }
+
+    struct APISlot {
+        var api: String
+        var current: APIUsage
+        var written: APIUsage
+    }
+
+    /// A key loaded with the usage the store holds for it (which is what counts as written).
+    init(key: APIKey, policy: KeyPolicy, version: Int64, usageEpoch: Int64, usage: UsageSnapshot?) {
         self.key = key
+        self.policy = policy
         self.version = version
-        self.apis = apis
-        self.counterIDs = []
-        self.counters = []
-        self.replace(key: key, carrying: counters)
+        self.usageEpoch = usageEpoch
+        let zero = UsageCounter(windowStart: 0, used: 0)
+        counters = policy.counterIDs.map { id in
+            let held = usage?.counters[id] ?? zero
+            return CounterSlot(current: held, written: held)
+        }
+        apis = (usage?.apis ?? [:]).map { APISlot(api: $0.key, current: $0.value, written: $0.value) }
     }
 
-    /// Takes a new record (an update or revocation), keeping the counts of every counter
-    /// the new limits still draw on.
-    func replace(key: APIKey) {
-        var current: [String: UsageCounter] = [:]
-        for (id, counter) in zip(counterIDs, counters) { current[id] = counter }
-        replace(key: key, carrying: current)
-    }
-
-    private func replace(key: APIKey, carrying counts: [String: UsageCounter]) {
+    /// Takes a new record (an update or revocation) with its policy, keeping the counts of
+    /// every counter the new limits still draw on.
+    func replace(key: APIKey, policy: KeyPolicy) {
         self.key = key
         generation += 1
-        plans.removeAll()
-        counterIDs = []
-        for limit in key.limits where !counterIDs.contains(limit.counterID) {
-            counterIDs.append(limit.counterID)
-        }
-        counters = counterIDs.map { counts[$0] ?? UsageCounter(windowStart: 0, used: 0) }
-    }
-
-    /// The plan for a path and, for each of its counters, the index of this key's counter.
-    struct CachedPlan {
-        var plan: AdmissionPlan
-        var slots: [Int]
-    }
-
-    /// Plans by path, made once per key and path rather than per request; dropped when the
-    /// record changes, and bounded (paths are whatever clients send).
-    private var plans: [String: CachedPlan] = [:]
-
-    func plan(for path: String) -> CachedPlan {
-        if let cached = plans[path] { return cached }
-        let plan = AdmissionPlan(key: key, path: Substring(path))
-        let slots = plan.counters.map { counter in counterIDs.firstIndex(of: counter.id)! }
-        let cached = CachedPlan(plan: plan, slots: slots)
-        if plans.count >= 64 { plans.removeAll(keepingCapacity: true) }
-        plans[path] = cached
-        return cached
+        guard policy !== self.policy else { return }
+        let old = Dictionary(uniqueKeysWithValues: zip(self.policy.counterIDs, counters))
+        let zero = UsageCounter(windowStart: 0, used: 0)
+        counters = policy.counterIDs.map { old[$0] ?? CounterSlot(current: zero, written: zero) }
+        self.policy = policy
     }
 
     /// Decides a request and, when it is admitted, takes one unit from every counter that
     /// applies: all or nothing, since the caller holds the ledger's lock throughout.
     func decide(_ request: AdmissionRequest) -> AdmissionDecision {
-        if key.revokedAt != nil {
+        if key.revokedAt != nil || key.refusesRetired(request.digest, at: request.now) {
             count(.keyRevoked, api: request.api)
             return AdmissionDecision(outcome: .keyRevoked, keyID: key.id)
         }
@@ -80,7 +76,7 @@ final class KeyState {
             count(.keyExpired, api: request.api)
             return AdmissionDecision(outcome: .keyExpired, keyID: key.id)
         }
-        let cached = plan(for: request.path)
+        let cached = policy.plan(for: request.path, key: key)
         let plan = cached.plan
         var used: [Int64] = []
         var windowStarts: [Int64] = []
@@ -88,7 +84,7 @@ final class KeyState {
         windowStarts.reserveCapacity(plan.counters.count)
         for (counter, slot) in zip(plan.counters, cached.slots) {
             let window = counter.period.window(containing: request.now)
-            used.append(counters[slot].used(in: window))
+            used.append(counters[slot].current.used(in: window))
             windowStarts.append(window.start)
         }
         let decision = plan.evaluate(used: used, now: request.now, keyID: key.id)
@@ -96,7 +92,8 @@ final class KeyState {
             for (index, slot) in cached.slots.enumerated() {
                 // Never move a window backwards: after a clock step back, the later window
                 // keeps counting rather than starting afresh.
-                counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, windowStarts[index]), used: used[index] + 1)
+                counters[slot].current = UsageCounter(
+                    windowStart: max(counters[slot].current.windowStart, windowStarts[index]), used: used[index] + 1)
             }
         }
         count(decision.outcome, api: request.api)
@@ -106,43 +103,116 @@ final class KeyState {
     /// Undoes an admission whose request was not served (its commit failed or took too
     /// long): the per-API count, and one unit from each counter it took, unless that
     /// counter has since moved to a later window (then the unit is gone already).
-    func giveBack(_ request: AdmissionRequest, generation: Int64) {
-        if var usage = apis[request.api], usage.admitted > 0 {
-            usage.admitted -= 1
-            apis[request.api] = usage
-        }
+    package func giveBack(_ request: AdmissionRequest, generation: Int64) {
         guard generation == self.generation else { return }
-        let cached = plan(for: request.path)
+        if let index = apis.firstIndex(where: { $0.api == request.api }), apis[index].current.admitted > 0 {
+            apis[index].current.admitted -= 1
+        }
+        let cached = policy.plan(for: request.path, key: key)
         for (counter, slot) in zip(cached.plan.counters, cached.slots) {
             let window = counter.period.window(containing: request.now)
-            if counters[slot].used(in: window) > 0 { counters[slot].used -= 1 }
+            if counters[slot].current.used(in: window) > 0 { counters[slot].current.used -= 1 }
         }
     }
 
-    /// Starts every counter and per-API count again from zero. A new generation, so that a
-    /// request admitted before and answered `503` after gives nothing back to the new counts.
-    func resetUsage() {
+    /// Starts every counter and per-API count again from zero, as the store does. A new
+    /// generation, so that a request admitted before and answered `503` after gives nothing
+    /// back to the new counts.
+    ///
+    /// `stored` is what the store holds after a reset made elsewhere (and writes since): the
+    /// counts then start from it plus what this process counted and has not written yet (it
+    /// will be written, as an increment, exactly as the store applies it).
+    func resetUsage(epoch: Int64? = nil, stored: UsageSnapshot? = nil) {
         generation += 1
-        counters = counters.map { _ in UsageCounter(windowStart: 0, used: 0) }
-        apis = [:]
+        usageEpoch = epoch ?? usageEpoch + 1
+        let zero = UsageCounter(windowStart: 0, used: 0)
+        guard let stored else {
+            counters = counters.map { _ in CounterSlot(current: zero, written: zero) }
+            apis = []
+            return
+        }
+        for (index, id) in policy.counterIDs.enumerated() {
+            let now = counters[index].current
+            let before = counters[index].written
+            let held = stored.counters[id] ?? zero
+            var current = held
+            if now != before {
+                let added = now.windowStart == before.windowStart ? now.used - before.used : now.used
+                if now.windowStart > held.windowStart {
+                    current = UsageCounter(windowStart: now.windowStart, used: max(0, added))
+                } else if now.windowStart == held.windowStart {
+                    current.used += added
+                }
+            }
+            counters[index] = CounterSlot(current: current, written: held)
+        }
+        var merged: [APISlot] = stored.apis.map { APISlot(api: $0.key, current: $0.value, written: $0.value) }
+        for slot in apis where slot.current != slot.written {
+            let added = slot.current.subtracting(slot.written)
+            if let index = merged.firstIndex(where: { $0.api == slot.api }) {
+                merged[index].current = merged[index].current.adding(added)
+            } else {
+                merged.append(APISlot(api: slot.api, current: added, written: APIUsage()))
+            }
+        }
+        apis = merged
     }
 
     private func count(_ outcome: AdmissionDecision.Outcome, api: String) {
-        apis[api, default: APIUsage()].count(outcome)
-        isDirty = true
+        // A key reaches a few APIs: a scan of a small array beats hashing into a dictionary.
+        if let index = apis.firstIndex(where: { $0.api == api }) {
+            apis[index].current.count(outcome)
+        } else {
+            var usage = APIUsage()
+            usage.count(outcome)
+            apis.append(APISlot(api: api, current: usage, written: APIUsage()))
+        }
+    }
+
+    /// What changed since the last call, as increments for the store; from then on the
+    /// changes count as written. ``restore(_:)`` undoes that if the write fails.
+    package func takeIncrement() -> UsageIncrement {
+        var increment = UsageIncrement(keyID: key.id, usageEpoch: usageEpoch)
+        for index in counters.indices where counters[index].current != counters[index].written {
+            let now = counters[index].current
+            let before = counters[index].written
+            // A later window starts from zero, so its whole count is the increment.
+            let added = now.windowStart == before.windowStart ? now.used - before.used : now.used
+            increment.counters.append(
+                .init(counter: policy.counterIDs[index], windowStart: now.windowStart, added: added, before: before))
+            counters[index].written = now
+        }
+        for index in apis.indices where apis[index].current != apis[index].written {
+            let before = apis[index].written
+            increment.apis.append(.init(api: apis[index].api, added: apis[index].current.subtracting(before), before: before))
+            apis[index].written = apis[index].current
+        }
+        return increment
+    }
+
+    /// A write of `increment` failed: what it carried counts as unwritten again, so that the
+    /// next increment includes it. Not after a reset: the store's counts were deleted, and
+    /// the written counts are zero, as they should be.
+    package func restore(_ increment: UsageIncrement) {
+        guard increment.usageEpoch == usageEpoch else { return }
+        for write in increment.counters {
+            if let index = policy.counterIDs.firstIndex(of: write.counter) { counters[index].written = write.before }
+        }
+        for write in increment.apis {
+            if let index = apis.firstIndex(where: { $0.api == write.api }) { apis[index].written = write.before }
+        }
     }
 
     var snapshot: UsageSnapshot {
         UsageSnapshot(
             keyID: key.id,
-            counters: Dictionary(uniqueKeysWithValues: zip(counterIDs, counters)),
-            apis: apis
+            counters: Dictionary(uniqueKeysWithValues: zip(policy.counterIDs, counters.map(\.current))),
+            apis: Dictionary(apis.map { ($0.api, $0.current) }, uniquingKeysWith: { a, _ in a })
         )
     }
 }
 
-/// A key's usage at one instant, as a store writes it: absolute values, so that writing
-/// the same snapshot twice is harmless.
+/// A key's usage at one instant: counters and per-API counts.
 public struct UsageSnapshot: Sendable, Hashable {
     public var keyID: KeyID
     /// Counter id (``LimitSpec/counterID``) to its current window and count.
@@ -154,4 +224,33 @@ public struct UsageSnapshot: Sendable, Hashable {
         self.counters = counters
         self.apis = apis
     }
+}
+
+/// What one key counted since its last write, as a persistent store adds it: increments,
+/// never absolute values, so that a write never replaces counts another writer made.
+public struct UsageIncrement: Sendable, Hashable {
+    public struct Counter: Sendable, Hashable {
+        public var counter: String
+        /// The window the count belongs to. A store holding an earlier window starts this one
+        /// at `added`; one holding this window adds `added` (which may be negative: units
+        /// given back); one holding a later window ignores it.
+        public var windowStart: Int64
+        public var added: Int64
+        /// What the store held before, as far as this process knew.
+        var before: UsageCounter
+    }
+
+    public struct API: Sendable, Hashable {
+        public var api: String
+        public var added: APIUsage
+        var before: APIUsage
+    }
+
+    public var keyID: KeyID
+    /// The key's usage epoch when counted: a store that reset the key since drops the write.
+    public var usageEpoch: Int64
+    public var counters: [Counter] = []
+    public var apis: [API] = []
+
+    public var isEmpty: Bool { counters.isEmpty && apis.isEmpty }
 }

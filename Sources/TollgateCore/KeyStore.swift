@@ -31,13 +31,22 @@ public protocol KeyStore: Service {
     /// Keys in id order, starting after `after`, at most `limit`.
     func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey]
 
-    /// Replaces a key's record (name, scopes, limits, expiry, revocation); usage is kept.
-    func updateKey(_ key: APIKey) async throws(TollgateError)
+    /// Replaces a key's record (name, scopes, limits, expiry); usage is kept. A revocation is
+    /// kept too unless `keepingRevocation` is false (restoring the demo keys): an edit made
+    /// from a copy read before a revocation must never bring the key back.
+    func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError)
 
     /// Revokes a key in one step: from then on it is refused with `key_revoked`. A key
     /// revoked already keeps its first revocation time.
     /// - Returns: the revoked record, or `nil` if no key has that id.
     func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey?
+
+    /// Gives a key a new secret (its digest `newDigest`) in one step: id, scopes, limits
+    /// and usage stay, and the current secret keeps opening the key until `previousUntil`,
+    /// then is refused with `key_revoked`. A secret rotated away before is forgotten.
+    /// - Returns: the rotated record, or `nil` if no key has that id.
+    /// - Throws: `.keyExists` if a key has `newDigest` already.
+    func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey?
 
     /// The key's counters and per-API counts as last recorded.
     func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot?
@@ -47,23 +56,43 @@ public protocol KeyStore: Service {
     /// before the reset are never given back to the new counts.
     func resetUsage(id: KeyID) async throws(TollgateError)
 
-    /// Stores many keys, skipping those whose id or digest is taken.
+    /// Stores every key `batches` hands over, skipping those whose id or digest is taken.
+    /// The keys come a batch at a time so that a large import is never held whole; a store
+    /// that has transactions stores them all in one, and nothing if `batches` throws.
     /// - Returns: how many were stored.
-    func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int
+    func importKeys(_ batches: some KeyBatchSource) async throws(TollgateError) -> Int
+
+    /// Keys in id order after `after`, at most `limit`, each with its usage, for exports
+    /// that read a page at a time; a default implementation reads key by key.
+    func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage]
 }
 
 extension KeyStore {
-    public func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int {
+    /// Replaces a key's record; a revocation stays (see ``updateKey(_:keepingRevocation:)``).
+    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+        try await updateKey(key, keepingRevocation: true)
+    }
+
+    /// One ``createKey(_:)`` per key: for stores where a key costs no round trip.
+    public func importKeys(_ batches: some KeyBatchSource) async throws(TollgateError) -> Int {
         var inserted = 0
-        for key in keys {
-            do {
-                try await createKey(key)
-                inserted += 1
-            } catch  where error.code == .keyExists {
-                continue
+        while let batch = try batches.next() {
+            for key in batch {
+                do {
+                    try await createKey(key)
+                    inserted += 1
+                } catch  where error.code == .keyExists {
+                    continue
+                }
             }
         }
         return inserted
+    }
+
+    /// Stores many keys held in memory, skipping those whose id or digest is taken.
+    /// - Returns: how many were stored.
+    public func importKeys(_ keys: [APIKey]) async throws(TollgateError) -> Int {
+        try await importKeys(KeyArrayBatches(keys))
     }
 
     /// Every key, in id order.
@@ -74,5 +103,30 @@ extension KeyStore {
             keys += page
             if page.count < 1000 { return keys }
         }
+    }
+}
+
+/// A key with its usage, as exports page through them.
+public struct KeyUsage: Sendable {
+    public var key: APIKey
+    public var usage: UsageSnapshot?
+
+    public init(key: APIKey, usage: UsageSnapshot?) {
+        self.key = key
+        self.usage = usage
+    }
+}
+
+extension KeyStore {
+    /// Keys in id order after `after`, at most `limit`, each with its usage: what a usage
+    /// export reads a page at a time, so that it never holds every key in memory.
+    ///
+    /// Built from ``listKeys(after:limit:)`` and ``usage(id:)``; one read per key.
+    public func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage] {
+        var page: [KeyUsage] = []
+        for key in try await listKeys(after: after, limit: limit) {
+            page.append(KeyUsage(key: key, usage: try await usage(id: key.id)))
+        }
+        return page
     }
 }

@@ -3,7 +3,7 @@ import ServiceLifecycle
 
 /// A store that keeps everything in the ledger and nothing on disk: for tests and demos.
 public struct MemoryKeyStore: KeyStore {
-    let ledger = QuotaLedger(configuration: .init(isPersistent: false))
+    let ledger = QuotaLedger<NoJournal>()
 
     public init() {}
 
@@ -14,7 +14,7 @@ public struct MemoryKeyStore: KeyStore {
     public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
         switch ledger.admit(request, promise: promise) {
         case .decided(let decision): promise.succeed(decision)
-        case .awaitingCommit: break  // never: the ledger is not persistent
+        case .awaitingCommit: break  // never: `NoJournal` answers every decision at once
         case .unknownKey:
             ledger.rememberUnknown(request.digest, now: request.now)
             promise.succeed(.invalidKey)
@@ -24,7 +24,7 @@ public struct MemoryKeyStore: KeyStore {
     public func isReady() async -> Bool { true }
 
     public func createKey(_ key: APIKey) async throws(TollgateError) {
-        guard ledger.load(key, version: 0, counters: [:], apis: [:]) else {
+        guard ledger.load(key) else {
             throw TollgateError(.keyExists, "a key with that secret or id exists already: leave out --key to generate a new secret")
         }
     }
@@ -41,15 +41,21 @@ public struct MemoryKeyStore: KeyStore {
         Array(ledger.keys.lazy.filter { after == nil || $0.id > after! }.prefix(limit))
     }
 
-    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+    public func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError) {
         // The ledger finds keys by digest; an update names its key by id.
-        guard let held = ledger.snapshot(of: key.id), held.key.digest == key.digest, ledger.refresh(key, version: nil) else {
+        guard let held = ledger.snapshot(of: key.id), held.key.digest == key.digest,
+            ledger.refresh(key, version: nil, keepingRevocation: keepingRevocation)
+        else {
             throw TollgateError(.keyNotFound, "no key has id \(key.id)")
         }
     }
 
     public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
         ledger.revoke(id: id, at: now)
+    }
+
+    public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
+        try ledger.rotate(id: id, to: newDigest, previousUntil: previousUntil)
     }
 
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {

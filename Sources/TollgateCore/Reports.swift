@@ -114,6 +114,19 @@ public struct KeyImportLine: Sendable, Codable {
     public var limits: [LimitSpec]?
     public var expiresAt: String?
 
+    public init(
+        id: String? = nil, key: String? = nil, digest: String? = nil, name: String? = nil, scopes: [ScopePattern],
+        limits: [LimitSpec]? = nil, expiresAt: String? = nil
+    ) {
+        self.id = id
+        self.key = key
+        self.digest = digest
+        self.name = name
+        self.scopes = scopes
+        self.limits = limits
+        self.expiresAt = expiresAt
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, key, digest, name, scopes, limits
         case expiresAt = "expires_at"

@@ -32,6 +32,8 @@ public struct DataPlaneConfiguration: Sendable {
     /// Unsent answer bytes beyond which a connection stops being read (backpressure),
     /// and below which it is read again.
     public var writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 16 * 1024, high: 64 * 1024)
+    /// Metrics and the access log (neither by default).
+    public var monitoring = DataPlaneMonitoring()
     /// Called once the listener is bound, with its address (useful with port `0`).
     public var onListening: (@Sendable (SocketAddress) -> Void)? = nil
 

@@ -37,6 +37,7 @@ extension DataPlaneHandler {
         guard case .route(let route) = resolve(path) else {
             return writeProblem(.unknownRoute, isHead: isHead, context: context)
         }
+        observe(route)
         guard route.methods?.contains(original.method) ?? true else {
             return writeProblem(.methodNotAllowed, allow: route.allowField, isHead: isHead, context: context)
         }

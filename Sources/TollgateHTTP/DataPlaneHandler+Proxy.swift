@@ -61,6 +61,7 @@ extension DataPlaneHandler: UpstreamDelegate {
 
     func startProxy(_ head: HTTPRequestHead, route: Route, upstream: Upstream, path: String, context: ChannelHandlerContext) {
         let isHead = head.method == .HEAD
+        observe(route)
         if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > upstream.maxBodyBytes {
             return writeProblem(.bodyTooLarge, isHead: isHead, context: context)
         }
@@ -272,6 +273,9 @@ extension DataPlaneHandler: UpstreamDelegate {
             // The answer was for a key: a shared cache must not hand it to others uncounted.
             if !headers.contains(name: "cache-control") { headers.add(name: "cache-control", value: "private") }
             if machine.willStreamAnswer() { headers.add(name: "connection", value: "close") }
+            // A streamed answer is counted and logged at its head, once, whether or not its
+            // body arrives whole: the duration is the time to the answer's first byte.
+            shared.monitor.answered(&observed, status: response.status, now: context.eventLoop.now, clock: shared.clock)
             // Flushed at the end of the upstream's read burst, or with the end.
             context.write(
                 wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)

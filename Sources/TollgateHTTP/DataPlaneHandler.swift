@@ -19,6 +19,8 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     let quotaNeverResetsPrefix = ByteBuffer(string: Problem.quotaNeverResetsPrefix)
     let healthBody = ByteBuffer(string: "{\"status\":\"ok\"}")
     let notReadyBody = ByteBuffer(string: "{\"status\":\"unavailable\"}")
+    /// Metrics and the access log; its API table is the routes in force at start.
+    let monitor: DataPlaneMonitor
 
     init(store: Store, clock: Clock, configuration: DataPlaneConfiguration, logger: Logger) {
         self.store = store
@@ -27,6 +29,7 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
         self.configuration = configuration
         self.routes = configuration.routes
         self.pools = UpstreamPools(logger: logger)
+        self.monitor = DataPlaneMonitor(routes: configuration.routes.current, monitoring: configuration.monitoring)
         self.problems = Dictionary(uniqueKeysWithValues: Problem.allCases.map { ($0, ByteBuffer(string: $0.prebuiltBody)) })
     }
 }
@@ -60,6 +63,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     var pool: UpstreamPool?
     /// Request ids: a random tag per connection and a count.
     var requestIDs = RequestIDs()
+    /// The request being answered, for metrics and the access log.
+    var observed = ObservedRequest()
 
     init(shared: DataPlaneShared<Store, Clock>) {
         self.shared = shared
@@ -167,6 +172,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            observed.began(head, now: context.eventLoop.now, keepHead: shared.monitor.keepsHeads)
             // After CONNECT or an upgrade request the decoder stops parsing (the bytes that
             // follow belong to another protocol): answer, then close.
             let keepAlive = head.isKeepAlive && head.method != .CONNECT && !head.headers.contains(name: "upgrade")
@@ -252,6 +258,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
                 return writeProblem(.methodNotAllowed, allow: "GET, HEAD", isHead: false, context: context)
             }
             if hasBody { return writeProblem(.bodyNotAllowed, isHead: isHead, context: context) }
+            observed.outcome = .health
             if path == "healthz" {
                 return write(status: .ok, headers: Self.jsonHeaders(), body: shared.healthBody, isHead: isHead, context: context)
             }
@@ -261,6 +268,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         case .route(let found):
             route = found
         }
+        observe(route)
         guard route.methods?.contains(head.method) ?? true else {
             return writeProblem(.methodNotAllowed, allow: route.allowField, isHead: false, context: context)
         }
@@ -302,6 +310,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         promise.futureResult.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let decision):
+                self.observed.keyID = decision.keyID
                 if let id = decision.keyID, self.shared.logger.logLevel <= .debug {
                     self.shared.logger.debug(
                         "decided", metadata: ["key": "\(id)", "api": "\(route.name)", "outcome": "\(decision.outcome.rawValue)"])
@@ -309,13 +318,23 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
                 var headers = HTTPHeaders()
                 headers.reserveCapacity(5)
                 Self.addRateLimitFields(decision.limits, to: &headers)
-                if decision.outcome == .admitted { return admitted(decision, headers) }
+                if decision.outcome == .admitted {
+                    // A proxied request keeps it when forwarded; an upstream failure replaces it.
+                    self.observed.outcome = .admitted
+                    return admitted(decision, headers)
+                }
                 self.refuse(decision, headers: headers, isHead: isHead, context: context)
             case .failure(let error):
                 self.shared.logger.error("the store failed a decision", metadata: ["error": "\(error)"])
                 self.writeProblem(.storeUnavailable, isHead: isHead, context: context)
             }
         }
+    }
+
+    /// Names the request's API for metrics (an index) and the access log (the name).
+    func observe(_ route: Route) {
+        observed.api = shared.monitor.apiIndex(of: route.name)
+        if shared.monitor.keepsHeads { observed.apiName = route.name }
     }
 
     private func checkReadiness(isHead: Bool, context: ChannelHandlerContext) {
@@ -403,6 +422,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         isHead: Bool,
         context: ChannelHandlerContext
     ) {
+        observed.outcome = RequestOutcome(problem)
         var headers = headers
         headers.add(name: "content-type", value: "application/problem+json")
         switch problem {
@@ -420,6 +440,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         if exchange != nil { abandonExchange() }
         let now = context.eventLoop.now
         let action = machine.willWriteAnswer(now: now)
+        // Before the end is written: that may deliver the next pipelined request at once.
+        shared.monitor.answered(&observed, status: status, now: now, clock: shared.clock)
         if action == .drop { return }
         var headers = headers
         headers.add(name: "content-length", value: String(body.readableBytes))

@@ -63,7 +63,9 @@ enum RedisRecord {
             limits: limits,
             createdAt: Timestamp(millisecondsSinceEpoch: created),
             expiresAt: fields["expires_at"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:)),
-            revokedAt: fields["revoked_at"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:))
+            revokedAt: fields["revoked_at"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:)),
+            previousDigest: fields["previous_digest"].flatMap { KeyDigest(hex: $0) },
+            previousDigestExpiresAt: fields["previous_until"].flatMap { Int64($0) }.map(Timestamp.init(millisecondsSinceEpoch:))
         )
     }
 }
@@ -85,13 +87,37 @@ struct RedisPlan: Sendable {
     }
 }
 
-/// The records this instance holds, by digest, with their plans by path; and secrets
-/// known to name no key, remembered briefly so that floods of bad keys do not reach Redis.
-struct Cache: Sendable {
-    let names: RedisKeys
+/// A record this instance holds, with its script plans by path.
+final class RedisCachedKey: CachedKey {
+    private(set) var key: APIKey
+    var newer: RedisCachedKey?
+    var older: RedisCachedKey?
+    private var plans = PathPlans<RedisPlan>()
 
-    init(names: RedisKeys) {
+    init(key: APIKey) {
+        self.key = key
+    }
+
+    func plan(for path: String, names: RedisKeys) -> RedisPlan {
+        plans.plan(for: path) { RedisPlan(key: key, path: path, names: names) }
+    }
+
+    func replace(key: APIKey) {
+        self.key = key
+        plans.removeAll()
+    }
+}
+
+/// The records this instance holds (the one ``KeyCache`` every store uses: bounded by
+/// recency, unknown secrets remembered briefly so that floods of bad keys do not reach
+/// Redis), with their plans by path.
+struct Cache: @unchecked Sendable {  // only ever touched under its store's lock
+    let names: RedisKeys
+    private var keys: KeyCache<RedisCachedKey>
+
+    init(names: RedisKeys, configuration: KeyCache<RedisCachedKey>.Configuration) {
         self.names = names
+        keys = KeyCache(configuration: configuration)
     }
 
     enum Lookup: Sendable {
@@ -100,60 +126,45 @@ struct Cache: Sendable {
         case unknown
     }
 
-    struct Entry: Sendable {
-        var key: APIKey
-        var plans: [String: RedisPlan] = [:]
-    }
-
-    private var byDigest: [KeyDigest: Entry] = [:]
-    private var digestOfID: [KeyID: KeyDigest] = [:]
-    private var unknown: [KeyDigest: Int64] = [:]
-
-    mutating func lookup(_ digest: KeyDigest, path: String, now: Int64) -> Lookup {
-        guard var entry = byDigest[digest] else {
-            if let until = unknown[digest] {
-                if until > now { return .unknown }
-                unknown[digest] = nil
-            }
-            return .miss
+    mutating func lookup(_ digest: KeyDigest, path: String, now: Timestamp) -> Lookup {
+        switch keys.lookup(digest, now: now) {
+        case .held(let entry): return .held(entry.key, entry.plan(for: path, names: names))
+        case .unknown: return .unknown
+        case .miss: return .miss
         }
-        if let plan = entry.plans[path] { return .held(entry.key, plan) }
-        let plan = RedisPlan(key: entry.key, path: path, names: names)
-        if entry.plans.count >= 64 { entry.plans.removeAll() }
-        entry.plans[path] = plan
-        byDigest[digest] = entry
-        return .held(entry.key, plan)
     }
 
-    mutating func hold(_ key: APIKey, capacity: Int) {
-        unknown[key.digest] = nil
-        if byDigest.count >= capacity { removeAll() }
-        if let old = digestOfID[key.id], old != key.digest { byDigest[old] = nil }
-        byDigest[key.digest] = Entry(key: key)
-        digestOfID[key.id] = key.digest
+    /// Holds a record just read from Redis, replacing any held under its id.
+    mutating func hold(_ key: APIKey) {
+        if let held = keys.entry(id: key.id) {
+            let oldDigests = held.key.digests
+            held.replace(key: key)
+            keys.reindex(held, oldDigests: oldDigests)
+        } else {
+            keys.insert(RedisCachedKey(key: key))
+        }
     }
 
     /// Takes a changed record if the key is held, and forgets its digest as unknown.
     mutating func refresh(_ key: APIKey) {
-        unknown[key.digest] = nil
-        guard let digest = digestOfID[key.id], byDigest[digest] != nil else { return }
-        byDigest[digest] = nil
-        byDigest[key.digest] = Entry(key: key)
-        digestOfID[key.id] = key.digest
+        keys.forgetUnknown(key.digest)
+        guard keys.entry(id: key.id) != nil else { return }
+        hold(key)
+    }
+
+    func holds(_ id: KeyID) -> Bool {
+        keys.entry(id: id) != nil
     }
 
     mutating func forgetUnknown(_ digest: KeyDigest) {
-        unknown[digest] = nil
+        keys.forgetUnknown(digest)
     }
 
-    mutating func rememberUnknown(_ digest: KeyDigest, until: Int64) {
-        if unknown.count >= 100_000 { unknown.removeAll(keepingCapacity: true) }
-        unknown[digest] = until
+    mutating func rememberUnknown(_ digest: KeyDigest, now: Timestamp) {
+        keys.rememberUnknown(digest, now: now)
     }
 
     mutating func removeAll() {
-        byDigest.removeAll()
-        digestOfID.removeAll()
-        unknown.removeAll()
+        keys.removeAll()
     }
 }

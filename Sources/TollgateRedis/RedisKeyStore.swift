@@ -24,10 +24,13 @@ public final class RedisKeyStore: KeyStore {
         public var changePollInterval: Duration = .milliseconds(200)
         /// How long a secret no key has is refused without asking Redis again.
         public var unknownKeyMilliseconds: Int64 = 1000
-        /// How many key records this instance caches; beyond it the cache starts over.
+        /// How many key records this instance caches; beyond it the least recently used are
+        /// dropped and read again from Redis when next used.
         public var cachedKeys = 1_000_000
         /// The prefix of every Redis key Tollgate writes, so that deployments can share a Redis.
         public var namespace = "tg"
+        /// Admission script calls and key lookups: counts, errors, latency (none by default).
+        public var metrics = StoreMetrics.disabled
 
         public init(redis: RESPConfiguration) {
             self.redis = redis
@@ -36,8 +39,8 @@ public final class RedisKeyStore: KeyStore {
 
     public let configuration: Configuration
     let client: RESPClient
-    private let cache: Mutex<Cache>
-    private let names: RedisKeys
+    let cache: Mutex<Cache>
+    let names: RedisKeys
     private let ready = Atomic<Bool>(false)
     private let logger: Logger
 
@@ -49,7 +52,11 @@ public final class RedisKeyStore: KeyStore {
         self.configuration = configuration
         self.logger = logger
         names = RedisKeys(namespace: configuration.namespace)
-        cache = Mutex(Cache(names: names))
+        cache = Mutex(
+            Cache(
+                names: names,
+                configuration: .init(capacity: configuration.cachedKeys, unknownKeyMilliseconds: configuration.unknownKeyMilliseconds)
+            ))
         do {
             client = try RESPClient(configuration: configuration.redis, eventLoopGroup: eventLoopGroup, logger: logger)
         } catch {
@@ -123,22 +130,51 @@ public final class RedisKeyStore: KeyStore {
     }
 
     /// Reads the changes after `after` and refreshes the records this instance holds.
+    ///
+    /// The stream is capped (about 100,000 entries): if entries this instance had not read
+    /// were trimmed away (it lagged behind a bulk import, say), a revocation among them would
+    /// be missed, so the whole cache is dropped and every record read afresh on next use.
+    /// While it lags (a full page), only the records it holds are read again.
     /// - Returns: the last change read.
     private func followChanges(after: String) async -> String? {
+        if after != "0-0",
+            let first = try? await client.execute(RESPCommand("XRANGE", .string(names.changes), "-", "+", "COUNT", 1)).array?
+                .first?.array?.first?.string,
+            Self.streamID(first, isAfter: after)
+        {
+            logger.warning("the change stream was trimmed past the last change read; reading every key record afresh")
+            cache.withLock { $0.removeAll() }
+        }
         guard
             let entries = try? await client.execute(
                 RESPCommand("XRANGE", .string(names.changes), .string("(" + after), "+", "COUNT", 1000)
             ).array
         else { return nil }
+        let lagging = entries.count == 1000
         var last: String?
         for entry in entries {
-            guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { continue }
-            last = id
+            guard let parts = entry.array, parts.count == 2, let entryID = parts[0].string else { continue }
+            last = entryID
             let fields = parts[1].array ?? []
             guard fields.count >= 2, let keyID = fields[1].string else { continue }
-            await refresh(KeyID(rawValue: keyID))
+            let id = KeyID(rawValue: keyID)
+            if lagging && !cache.withLock({ $0.holds(id) }) { continue }
+            await refresh(id)
         }
         return last
+    }
+
+    /// Whether stream id `a` (`ms-seq`) comes after `b`. When the stream's first entry comes
+    /// after the last one read, that one was trimmed, and perhaps unread ones with it (at
+    /// worst a needless reload of the cache, never a missed change).
+    static func streamID(_ a: String, isAfter b: String) -> Bool {
+        func parts(_ id: String) -> (UInt64, UInt64)? {
+            let pieces = id.split(separator: "-")
+            guard pieces.count == 2, let ms = UInt64(pieces[0]), let seq = UInt64(pieces[1]) else { return nil }
+            return (ms, seq)
+        }
+        guard let x = parts(a), let y = parts(b) else { return false }
+        return x > y
     }
 
     /// Reads a record again and takes it if this instance holds the key, and forgets the
@@ -151,8 +187,7 @@ public final class RedisKeyStore: KeyStore {
     // MARK: Data plane
 
     public func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
-        let now = request.now.millisecondsSinceEpoch
-        let found = cache.withLock { cache -> Cache.Lookup in cache.lookup(request.digest, path: request.path, now: now) }
+        let found = cache.withLock { cache -> Cache.Lookup in cache.lookup(request.digest, path: request.path, now: request.now) }
         switch found {
         case .unknown:
             promise.succeed(.invalidKey)
@@ -164,8 +199,9 @@ public final class RedisKeyStore: KeyStore {
     }
 
     private func decide(_ request: AdmissionRequest, key: APIKey, plan: RedisPlan, promise: EventLoopPromise<AdmissionDecision>) {
-        if key.revokedAt != nil || key.isExpired(at: request.now) {
-            let outcome: AdmissionDecision.Outcome = key.revokedAt != nil ? .keyRevoked : .keyExpired
+        let revoked = key.revokedAt != nil || key.refusesRetired(request.digest, at: request.now)
+        if revoked || key.isExpired(at: request.now) {
+            let outcome: AdmissionDecision.Outcome = revoked ? .keyRevoked : .keyExpired
             // Counted without waiting: the answer does not depend on it.
             _ = client.send(RESPCommand("HINCRBY", .string(plan.keys[0]), .string("\(outcome.rawValue):\(request.api)"), 1))
             promise.succeed(AdmissionDecision(outcome: outcome, keyID: key.id))
@@ -173,7 +209,9 @@ public final class RedisKeyStore: KeyStore {
         }
         var args = [RESPArgument.string(request.api), .string(plan.plan.inScope ? "take" : "peek")]
         args += plan.arguments
+        let started = NIODeadline.now()
         client.evalScript(RedisScripts.admit, keys: plan.keyArguments, args: args).whenComplete { result in
+            self.configuration.metrics.finished(.admit, startedAt: started, result: result)
             switch result {
             case .success(let reply):
                 guard let values = reply.array, values.count == plan.plan.counters.count + 2, let nowMillis = values[0].int else {
@@ -199,23 +237,24 @@ public final class RedisKeyStore: KeyStore {
 
     /// Loads a key this instance does not hold, then decides.
     private func lookUp(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>) {
+        let started = NIODeadline.now()
         client.send(RESPCommand("GET", .string(names.digest(request.digest)))).flatMap { reply -> EventLoopFuture<RESPValue?> in
             guard let id = reply.string else { return promise.futureResult.eventLoop.makeSucceededFuture(nil) }
             return self.client.send(RESPCommand("HGETALL", .string(self.names.record(KeyID(rawValue: id))))).map { $0 }
         }.whenComplete { result in
+            self.configuration.metrics.finished(.lookup, startedAt: started, result: result)
             switch result {
             case .success(nil):
-                self.cache.withLock {
-                    $0.rememberUnknown(
-                        request.digest, until: request.now.millisecondsSinceEpoch + self.configuration.unknownKeyMilliseconds)
-                }
+                self.cache.withLock { $0.rememberUnknown(request.digest, now: request.now) }
                 promise.succeed(.invalidKey)
             case .success(let reply?):
                 do {
                     let key = try RedisRecord.decode(reply)
                     let plan = self.cache.withLock { cache -> RedisPlan? in
-                        cache.hold(key, capacity: self.configuration.cachedKeys)
-                        guard case .held(_, let plan) = cache.lookup(request.digest, path: request.path, now: 0) else { return nil }
+                        cache.hold(key)
+                        guard case .held(_, let plan) = cache.lookup(request.digest, path: request.path, now: request.now) else {
+                            return nil
+                        }
                         return plan
                     }
                     guard let plan else {
@@ -274,15 +313,39 @@ public final class RedisKeyStore: KeyStore {
         return keys
     }
 
-    public func updateKey(_ key: APIKey) async throws(TollgateError) {
+    public func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError) {
         let fields = RedisRecord.fields(key)
         let updated = try await run(
             RedisScripts.update,
             keys: [names.record(key.id), names.changes],
-            args: [key.id.rawValue, fields[1], fields[2], fields[3], fields[5], fields[6]]
+            args: [key.id.rawValue, fields[1], fields[2], fields[3], fields[5], fields[6], keepingRevocation ? "1" : "0"]
         )
         guard updated.int == 1 else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
         if let stored = try await record(id: key.id) { cache.withLock { $0.refresh(stored) } }
+    }
+
+    /// The Lua script moves the digests in one step; it names the index of the digest it
+    /// drops in KEYS (read here first), and a rotation racing in between is retried.
+    public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
+        for _ in 0..<3 {
+            guard let current = try await record(id: id) else { return nil }
+            let dropped = current.previousDigest
+            let result = try await run(
+                RedisScripts.rotate,
+                keys: [names.record(id), names.digest(newDigest), dropped.map(names.digest) ?? names.record(id), names.changes],
+                args: [id.rawValue, newDigest.hex, String(previousUntil.millisecondsSinceEpoch), dropped?.hex ?? ""]
+            )
+            switch result.int {
+            case 1:
+                guard let key = try await record(id: id) else { return nil }
+                cache.withLock { $0.refresh(key) }
+                return key
+            case 0: return nil
+            case -1: throw TollgateError(.keyExists, "a key with that secret exists already")
+            default: continue
+            }
+        }
+        throw TollgateError(.storeUnavailable, "the key \(id) kept changing while it was rotated: try again")
     }
 
     public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {

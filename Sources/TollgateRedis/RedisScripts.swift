@@ -114,14 +114,42 @@ enum RedisScripts {
         """
     )
 
-    /// Changes a key's name, scopes, limits, expiry and revocation (never its digest).
-    /// KEYS: record, change stream. ARGV: id, name, scopes, limits, expires_at, revoked_at.
+    /// Changes a key's name, scopes, limits, expiry and revocation (never its digest); a
+    /// revocation held stays when ARGV[7] is '1'.
+    /// KEYS: record, change stream. ARGV: id, name, scopes, limits, expires_at, revoked_at, keep.
     static let update = RESPScript(
         """
         if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        local revoked = ARGV[6]
+        if ARGV[7] == '1' then
+          local held = redis.call('HGET', KEYS[1], 'revoked_at')
+          if held and held ~= '' then revoked = held end
+        end
         redis.call('HSET', KEYS[1], 'name', ARGV[2], 'scopes', ARGV[3], 'limits', ARGV[4],
-          'expires_at', ARGV[5], 'revoked_at', ARGV[6])
+          'expires_at', ARGV[5], 'revoked_at', revoked)
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
+        return 1
+        """
+    )
+
+    /// Rotates a key: the new digest's index points at the key, the current digest becomes
+    /// the previous one (its index kept, so the old secret is found and refused as revoked
+    /// after the overlap), and the digest rotated away before loses its index. The caller
+    /// read that previous digest; if another rotation has moved it since, nothing changes.
+    /// KEYS: record, new digest index, the index of the previous digest the caller read (any
+    ///   name if none), change stream.
+    /// ARGV: id, new digest (hex), previous_until in ms, the previous digest read ('' if none).
+    /// Returns: 1 rotated, 0 no such key, -1 the new digest is taken, -2 raced, try again.
+    static let rotate = RESPScript(
+        """
+        local current = redis.call('HMGET', KEYS[1], 'digest', 'previous_digest')
+        if not current[1] then return 0 end
+        if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+        if (current[2] or '') ~= ARGV[4] then return -2 end
+        if ARGV[4] ~= '' then redis.call('DEL', KEYS[3]) end
+        redis.call('SET', KEYS[2], ARGV[1])
+        redis.call('HSET', KEYS[1], 'digest', ARGV[2], 'previous_digest', current[1], 'previous_until', ARGV[3])
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
         return 1
         """
     )

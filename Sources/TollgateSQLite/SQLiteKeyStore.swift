@@ -35,6 +35,8 @@ public final class SQLiteKeyStore: KeyStore {
         public var operationTimeout: Duration = .seconds(2)
         /// How long a secret no key has is refused without asking the file again.
         public var unknownKeyMilliseconds: Int64 = 1000
+        /// Commits and lookups: counts, errors, latency, batch sizes (none by default).
+        public var metrics = StoreMetrics.disabled
 
         public init(path: String, synchronous: Synchronous = .full) {
             self.path = path
@@ -44,7 +46,7 @@ public final class SQLiteKeyStore: KeyStore {
 
     public let configuration: Configuration
     let pool: DatabasePool
-    let ledger: QuotaLedger
+    let ledger: QuotaLedger<GroupCommit>
     private let writer = DispatchQueue(label: "tollgate.sqlite.group-commit")
     private let reader = DispatchQueue(label: "tollgate.sqlite.key-lookup")
     private let lookups = Mutex(Lookups())
@@ -64,11 +66,7 @@ public final class SQLiteKeyStore: KeyStore {
         self.configuration = configuration
         self.logger = logger
         self.ledger = QuotaLedger(
-            configuration: .init(
-                isPersistent: true,
-                unknownKeyMilliseconds: configuration.unknownKeyMilliseconds,
-                keyCapacity: configuration.cachedKeys
-            )
+            cache: .init(capacity: configuration.cachedKeys, unknownKeyMilliseconds: configuration.unknownKeyMilliseconds)
         )
         var config = GRDB.Configuration()
         config.busyMode = .timeout(10)
@@ -119,21 +117,29 @@ public final class SQLiteKeyStore: KeyStore {
                 // One damaged row must not stall the feed for every other key: it is
                 // skipped and logged, and the feed moves past it.
                 let changes = try await read { db in
-                    try Row.fetchAll(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE seq > ? ORDER BY seq", arguments: [since])
-                        .map { row -> KeyChange in
-                            let seq: Int64 = row["seq"]
-                            do {
-                                return KeyChange(seq: seq, key: try SQLiteSchema.decodeKey(row), problem: nil)
-                            } catch {
-                                let id = (row["id"] as String?).map { String($0.prefix(80)) } ?? "?"
-                                return KeyChange(seq: seq, key: nil, problem: "key row '\(id)': \(Self.describe(error))")
-                            }
+                    try Row.fetchAll(
+                        db, sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE seq > ? ORDER BY seq", arguments: [since]
+                    )
+                    .map { row -> KeyChange in
+                        let seq: Int64 = row["seq"]
+                        do {
+                            return KeyChange(seq: seq, key: try SQLiteSchema.decodeKey(row), usageEpoch: row["usage_epoch"], problem: nil)
+                        } catch {
+                            let id = (row["id"] as String?).map { String($0.prefix(80)) } ?? "?"
+                            return KeyChange(seq: seq, key: nil, usageEpoch: 0, problem: "key row '\(id)': \(Self.describe(error))")
                         }
+                    }
                 }
                 for change in changes {
                     lastSeq = change.seq
                     if let key = change.key {
-                        ledger.refresh(key, version: change.seq)
+                        // A reset made by another process: start from what the file holds now
+                        // (the reset, and what this process wrote since), not from zero.
+                        var stored: UsageSnapshot?
+                        if let held = ledger.usageEpoch(of: key.id), held < change.usageEpoch {
+                            stored = try await read { db in try Self.loadUsage(keyID: key.id, db) }
+                        }
+                        ledger.refresh(key, version: change.seq, usageEpoch: change.usageEpoch, storedUsage: stored)
                     } else {
                         logger.error(
                             "skipping a key row that cannot be read",
@@ -302,6 +308,7 @@ public final class SQLiteKeyStore: KeyStore {
             if batch.isEmpty { return }
             let number = lookups.withLock { $0.batchNumber }
             let digests = Array(Set(batch.map(\.request.digest)))
+            let started = NIODeadline.now()
             var answers = PendingAnswers()
             let outcome = Result { () throws -> (found: Set<KeyDigest>, damaged: Set<KeyDigest>) in
                 // A row that cannot be decoded fails its own requests (503), not the batch.
@@ -322,14 +329,15 @@ public final class SQLiteKeyStore: KeyStore {
                 for problem in damaged.values {
                     logger.error("a key row cannot be read; its requests answer 503", metadata: ["problem": "\(problem)"])
                 }
-                for key in loaded { ledger.load(key.key, version: key.version, counters: key.counters, apis: key.apis) }
+                for key in loaded { ledger.load(key.key, version: key.version, usageEpoch: key.usageEpoch, usage: key.usage) }
                 // A change committed between that read and the loads may have reached the
                 // change feed while the ledger did not hold the key, and been passed over:
                 // now that the keys are held, read their records once more.
                 let records = try pool.read { db in loaded.compactMap { try? Self.record(digest: $0.key.digest, db) } }
-                for (key, version) in records { ledger.refresh(key, version: version) }
-                return (Set(loaded.map(\.key.digest)), Set(damaged.keys))
+                for record in records { ledger.refresh(record.key, version: record.version, usageEpoch: record.usageEpoch) }
+                return (Set(loaded.flatMap(\.key.digests)), Set(damaged.keys))
             }
+            configuration.metrics.finished(.lookup, startedAt: started, result: outcome, requests: digests.count)
             // Requests the watchdog answered `503` meanwhile are not answered again.
             let waiting = lookups.withLock { lookups -> [Lookup] in
                 guard lookups.batchNumber == number else { return [] }
@@ -392,13 +400,15 @@ public final class SQLiteKeyStore: KeyStore {
     /// so a broken disk is not hammered in a loop.
     private func flush() {
         while let batch = ledger.takeBatch() {
+            let started = NIODeadline.now()
             do {
                 // A few microseconds per commit: usage written to a file that is no longer
                 // at its path would be lost with the next restart.
                 try checkFileOrThrow()
                 try pool.write { db in
-                    for snapshot in batch.snapshots { try Self.write(snapshot, db) }
+                    for increment in batch.increments { try Self.write(increment, db) }
                 }
+                configuration.metrics.finished(.commit, startedAt: started, succeeded: true, requests: batch.waiterCount)
                 ledger.committed(batch)
                 recordCommit(succeeded: true)
             } catch {
@@ -408,6 +418,7 @@ public final class SQLiteKeyStore: KeyStore {
                     "cannot commit usage; answering 503 and giving the units back",
                     metadata: ["error": "\(Self.describe(error))", "requests": "\(batch.waiterCount)"]
                 )
+                configuration.metrics.finished(.commit, startedAt: started, succeeded: false, requests: batch.waiterCount)
                 ledger.failed(batch)
                 recordCommit(succeeded: false)
                 ledger.flushStopped()
@@ -416,29 +427,40 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
-    private static func write(_ snapshot: UsageSnapshot, _ db: Database) throws {
+    /// Adds a key's increments to its rows: never absolute values, so that no write replaces
+    /// counts another writer made. Also after a reset made by another process that this one
+    /// has not seen yet (the change feed brings it within 200 ms): what it counted since its
+    /// last write is mostly after the reset, and dropping it would lose admitted uses; at
+    /// worst a few units counted just before the reset are kept.
+    private static func write(_ increment: UsageIncrement, _ db: Database) throws {
+        // A later window starts at the increment; the same window adds it; an earlier one
+        // (a late write for a window already over) changes nothing.
         let counters = try db.cachedStatement(
             sql: """
-                INSERT INTO counters (key_id, counter, window_start, used) VALUES (?, ?, ?, ?)
-                ON CONFLICT (key_id, counter) DO UPDATE SET window_start = excluded.window_start, used = excluded.used
+                INSERT INTO counters (key_id, counter, window_start, used) VALUES (?, ?, ?, MAX(0, ?))
+                ON CONFLICT (key_id, counter) DO UPDATE SET
+                    used = CASE WHEN excluded.window_start > window_start THEN MAX(0, excluded.used)
+                        WHEN excluded.window_start = window_start THEN used + excluded.used ELSE used END,
+                    window_start = MAX(window_start, excluded.window_start)
                 """
         )
-        for (id, counter) in snapshot.counters {
-            try counters.execute(arguments: [snapshot.keyID.rawValue, id, counter.windowStart, counter.used])
+        for counter in increment.counters {
+            try counters.execute(arguments: [increment.keyID.rawValue, counter.counter, counter.windowStart, counter.added])
         }
         let apis = try db.cachedStatement(
             sql: """
                 INSERT INTO api_usage (key_id, api, admitted, scope_denied, quota_exceeded, key_revoked, key_expired)
                 VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (key_id, api) DO UPDATE SET admitted = excluded.admitted,
-                    scope_denied = excluded.scope_denied, quota_exceeded = excluded.quota_exceeded,
-                    key_revoked = excluded.key_revoked, key_expired = excluded.key_expired
+                ON CONFLICT (key_id, api) DO UPDATE SET admitted = admitted + excluded.admitted,
+                    scope_denied = scope_denied + excluded.scope_denied, quota_exceeded = quota_exceeded + excluded.quota_exceeded,
+                    key_revoked = key_revoked + excluded.key_revoked, key_expired = key_expired + excluded.key_expired
                 """
         )
-        for (api, usage) in snapshot.apis {
+        for api in increment.apis {
+            let added = api.added
             try apis.execute(arguments: [
-                snapshot.keyID.rawValue, api, usage.admitted, usage.scopeDenied, usage.quotaExceeded, usage.keyRevoked,
-                usage.keyExpired,
+                increment.keyID.rawValue, api.api, added.admitted, added.scopeDenied, added.quotaExceeded, added.keyRevoked,
+                added.keyExpired,
             ])
         }
     }
@@ -465,12 +487,19 @@ public final class SQLiteKeyStore: KeyStore {
         var inserted = 0
         for chunk in stride(from: 0, to: keys.count, by: 10_000).map({ keys[$0..<min($0 + 10_000, keys.count)] }) {
             let insertedDigests = try await write { db in
+                // A secret rotated away from another key still finds that key: it is taken too.
                 let statement = try db.cachedStatement(
-                    sql: "INSERT OR IGNORE INTO keys (\(SQLiteSchema.keyColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq))"
+                    sql: """
+                        INSERT OR IGNORE INTO keys (\(SQLiteSchema.insertColumns))
+                        SELECT ?, ?, ?, ?, ?, ?, ?, ?, \(SQLiteSchema.nextSeq)
+                        WHERE NOT EXISTS (SELECT 1 FROM keys WHERE previous_digest = ?)
+                        """
                 )
                 var digests: [KeyDigest] = []
                 for key in chunk {
-                    try statement.execute(arguments: SQLiteSchema.arguments(for: key))
+                    var arguments = SQLiteSchema.arguments(for: key)
+                    arguments += [Data(key.digest.bytes)]
+                    try statement.execute(arguments: arguments)
                     if db.changesCount == 1 { digests.append(key.digest) }
                 }
                 return digests
@@ -491,7 +520,7 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     public func key(digest: KeyDigest) async throws(TollgateError) -> APIKey? {
-        try await read { db in try Self.record(digest: digest, db)?.0 }
+        try await read { db in try Self.record(digest: digest, db)?.key }
     }
 
     public func listKeys(after: KeyID?, limit: Int) async throws(TollgateError) -> [APIKey] {
@@ -504,11 +533,13 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
-    public func updateKey(_ key: APIKey) async throws(TollgateError) {
-        let version = try await write { db -> Int64? in
+    public func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError) {
+        let revocation = keepingRevocation ? "COALESCE(revoked_at, ?)" : "?"
+        let version = try await write { db -> (APIKey, Int64)? in
             try db.execute(
                 sql: """
-                    UPDATE keys SET name = ?, scopes = ?, limits = ?, expires_at = ?, revoked_at = ?, seq = \(SQLiteSchema.nextSeq)
+                    UPDATE keys SET name = ?, scopes = ?, limits = ?, expires_at = ?, revoked_at = \(revocation),
+                        seq = \(SQLiteSchema.nextSeq)
                     WHERE id = ?
                     """,
                 arguments: [
@@ -518,10 +549,39 @@ public final class SQLiteKeyStore: KeyStore {
                 ]
             )
             guard db.changesCount == 1 else { return nil }
-            return try Int64.fetchOne(db, sql: "SELECT seq FROM keys WHERE id = ?", arguments: [key.id.rawValue])
+            // The row as written, digests included: a rotation between the caller's read and
+            // this write must not be undone in memory by the caller's older copy.
+            return try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [key.id.rawValue])
+                .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
         }
-        guard let version else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        guard let (stored, version) = version else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
+        ledger.refresh(stored, version: version)
+    }
+
+    /// One transaction: the new digest must be free (as a current or previous digest of any
+    /// key), and the current digest moves to `previous_digest` in the same `UPDATE`.
+    public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
+        let rotated = try await write { db -> (APIKey, Int64)? in
+            let digest = Data(newDigest.bytes)
+            let taken =
+                try Bool.fetchOne(
+                    db, sql: "SELECT EXISTS (SELECT 1 FROM keys WHERE digest = ? OR previous_digest = ?)", arguments: [digest, digest])
+                ?? false
+            if taken { throw TollgateError(.keyExists, "a key with that secret exists already") }
+            try db.execute(
+                sql: """
+                    UPDATE keys SET previous_digest = digest, previous_until = ?, digest = ?, seq = \(SQLiteSchema.nextSeq)
+                    WHERE id = ?
+                    """,
+                arguments: [previousUntil.millisecondsSinceEpoch, digest, id.rawValue]
+            )
+            guard db.changesCount == 1 else { return nil }
+            return try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [id.rawValue])
+                .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+        }
+        guard let (key, version) = rotated else { return nil }
         ledger.refresh(key, version: version)
+        return key
     }
 
     /// One conditional update, so that an edit made between a read and a write-back is
@@ -545,27 +605,70 @@ public final class SQLiteKeyStore: KeyStore {
         return try await read { db in try Self.loadUsage(keyID: id, db) }
     }
 
-    /// Runs on the group-commit queue, so that no batch taken before the reset (holding the
-    /// old counts) commits after it: the ledger's counts are zeroed, then the rows deleted.
+    /// A page of keys with their usage in one read of three range scans (keys, counters,
+    /// per-API counts over the page's id range), instead of two queries per key; a key held
+    /// in memory reports its held counts, as ``usage(id:)`` does.
+    public func usagePage(after: KeyID?, limit: Int) async throws(TollgateError) -> [KeyUsage] {
+        let stored = try await read { db -> [KeyUsage] in
+            let keys = try Row.fetchAll(
+                db,
+                sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id > ? ORDER BY id LIMIT ?",
+                arguments: [after?.rawValue ?? "", limit]
+            ).map(SQLiteSchema.decodeKey)
+            guard let first = keys.first?.id.rawValue, let last = keys.last?.id.rawValue else { return [] }
+            var counters: [String: [String: UsageCounter]] = [:]
+            for row in try Row.fetchAll(
+                db, sql: "SELECT key_id, counter, window_start, used FROM counters WHERE key_id BETWEEN ? AND ?", arguments: [first, last])
+            {
+                counters[row["key_id"], default: [:]][row["counter"]] = UsageCounter(windowStart: row["window_start"], used: row["used"])
+            }
+            var apis: [String: [String: APIUsage]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM api_usage WHERE key_id BETWEEN ? AND ?", arguments: [first, last]) {
+                apis[row["key_id"], default: [:]][row["api"]] = APIUsage(
+                    admitted: row["admitted"],
+                    scopeDenied: row["scope_denied"],
+                    quotaExceeded: row["quota_exceeded"],
+                    keyRevoked: row["key_revoked"],
+                    keyExpired: row["key_expired"]
+                )
+            }
+            return keys.map { key in
+                KeyUsage(
+                    key: key,
+                    usage: UsageSnapshot(keyID: key.id, counters: counters[key.id.rawValue] ?? [:], apis: apis[key.id.rawValue] ?? [:]))
+            }
+        }
+        return stored.map { entry in
+            guard let held = ledger.snapshot(of: entry.key.id) else { return entry }
+            return KeyUsage(key: entry.key, usage: held.usage)
+        }
+    }
+
+    /// Deletes the key's counts and moves its usage epoch on, in one transaction, on the
+    /// group-commit queue: no batch is in flight meanwhile, and any write counted before the
+    /// reset (here, or in a server following the change feed) is dropped by the epoch check.
     public func resetUsage(id: KeyID) async throws(TollgateError) {
-        let found = try await storeOperation("write") {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+        let epoch = try await storeOperation("write") {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int64?, any Error>) in
                 writer.async { [self] in
-                    ledger.resetUsage(id: id)
-                    continuation.resume(
-                        with: Result {
-                            try pool.write { db in
-                                try db.execute(sql: "DELETE FROM counters WHERE key_id = ?", arguments: [id.rawValue])
-                                try db.execute(sql: "DELETE FROM api_usage WHERE key_id = ?", arguments: [id.rawValue])
-                                return try Bool.fetchOne(
-                                    db, sql: "SELECT EXISTS (SELECT 1 FROM keys WHERE id = ?)", arguments: [id.rawValue])
-                                    ?? false
-                            }
-                        })
+                    let result = Result { () throws -> Int64? in
+                        let epoch = try pool.write { db -> Int64? in
+                            try db.execute(
+                                sql: "UPDATE keys SET usage_epoch = usage_epoch + 1, seq = \(SQLiteSchema.nextSeq) WHERE id = ?",
+                                arguments: [id.rawValue])
+                            guard db.changesCount == 1 else { return nil }
+                            try db.execute(sql: "DELETE FROM counters WHERE key_id = ?", arguments: [id.rawValue])
+                            try db.execute(sql: "DELETE FROM api_usage WHERE key_id = ?", arguments: [id.rawValue])
+                            return try Int64.fetchOne(db, sql: "SELECT usage_epoch FROM keys WHERE id = ?", arguments: [id.rawValue])
+                        }
+                        if let epoch { ledger.resetUsage(id: id, epoch: epoch) }
+                        return epoch
+                    }
+                    continuation.resume(with: result)
                 }
             }
         }
-        guard found else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
+        guard epoch != nil else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
     }
 
     // MARK: Reading
@@ -573,23 +676,23 @@ public final class SQLiteKeyStore: KeyStore {
     struct LoadedKey {
         var key: APIKey
         var version: Int64
-        var counters: [String: UsageCounter]
-        var apis: [String: APIUsage]
+        var usageEpoch: Int64
+        var usage: UsageSnapshot
     }
 
     static func load(digest: KeyDigest, _ db: Database) throws -> LoadedKey? {
-        guard let (key, version) = try record(digest: digest, db) else { return nil }
-        let usage = try loadUsage(keyID: key.id, db)
-        return LoadedKey(key: key, version: version, counters: usage.counters, apis: usage.apis)
+        guard let record = try record(digest: digest, db) else { return nil }
+        let usage = try loadUsage(keyID: record.key.id, db)
+        return LoadedKey(key: record.key, version: record.version, usageEpoch: record.usageEpoch, usage: usage)
     }
 
-    /// A key's record and its change `seq`.
-    static func record(digest: KeyDigest, _ db: Database) throws -> (APIKey, Int64)? {
+    /// A key's record, its change `seq` and its usage epoch.
+    static func record(digest: KeyDigest, _ db: Database) throws -> (key: APIKey, version: Int64, usageEpoch: Int64)? {
         // Cached statements: preparing one anew per lookup costs more than the lookup.
         try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE digest = ?"),
-            arguments: [Data(digest.bytes)]
-        ).map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+            db.cachedStatement(sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE digest = ? OR previous_digest = ?"),
+            arguments: [Data(digest.bytes), Data(digest.bytes)]
+        ).map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64, row["usage_epoch"] as Int64) }
     }
 
     static func loadUsage(keyID: KeyID, _ db: Database) throws -> UsageSnapshot {
@@ -644,6 +747,7 @@ extension SQLiteKeyStore {
     struct KeyChange: Sendable {
         var seq: Int64
         var key: APIKey?
+        var usageEpoch: Int64
         var problem: String?
     }
 
@@ -691,7 +795,7 @@ extension SQLiteKeyStore {
         try await write { db in
             try db.execute(
                 sql: """
-                    INSERT INTO keys (\(SQLiteSchema.keyColumns))
+                    INSERT INTO keys (\(SQLiteSchema.insertColumns))
                     VALUES ('key_damaged', ?, '', 'api1/*', '', 0, NULL, NULL, \(SQLiteSchema.nextSeq))
                     """,
                 arguments: [Data(KeyDigest(secret: "damaged").bytes)]

@@ -44,10 +44,39 @@ enum SQLiteSchema {
                     """
             )
         }
+        // Usage resets move a key's epoch on, so that a write counted before a reset (by a
+        // server that has not yet seen it) is dropped rather than added to the new counts.
+        migrator.registerMigration("v2-usage-epoch") { db in
+            try db.execute(sql: "ALTER TABLE keys ADD COLUMN usage_epoch INTEGER NOT NULL DEFAULT 0")
+        }
+        // Rotation: the previous secret's digest finds the key until the next rotation, and
+        // opens it until `previous_until`. Unique, so that one digest finds one key.
+        migrator.registerMigration("v3-rotation") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE keys ADD COLUMN previous_digest BLOB;
+                    ALTER TABLE keys ADD COLUMN previous_until INTEGER;
+                    CREATE UNIQUE INDEX keys_by_previous_digest ON keys(previous_digest);
+                    """)
+        }
+        // One digest finds one key: a new key may not take a secret another key still
+        // knows as its previous one (the UNIQUE indexes cover each column alone). The insert
+        // is skipped, so `INSERT OR IGNORE` counts it as taken, like any duplicate.
+        migrator.registerMigration("v4-digest-not-previous") { db in
+            try db.execute(
+                sql: """
+                    CREATE TRIGGER keys_digest_not_previous BEFORE INSERT ON keys
+                    WHEN EXISTS (SELECT 1 FROM keys WHERE previous_digest = NEW.digest)
+                    BEGIN SELECT RAISE(IGNORE); END;
+                    """)
+        }
         return migrator
     }
 
-    static let keyColumns = "id, digest, name, scopes, limits, created_at, expires_at, revoked_at, seq"
+    /// The columns a new row is written with (a new key has no previous digest).
+    static let insertColumns = "id, digest, name, scopes, limits, created_at, expires_at, revoked_at, seq"
+    /// The columns a key is read with.
+    static let keyColumns = insertColumns + ", previous_digest, previous_until"
 
     /// Scopes and limits are stored as their spec texts joined by spaces, which neither can hold.
     static func decodeKey(_ row: Row) throws -> APIKey {
@@ -65,7 +94,9 @@ enum SQLiteSchema {
             limits: try limitsText.split(separator: " ").map { text throws(TollgateError) in try LimitSpec(parsing: text) },
             createdAt: Timestamp(millisecondsSinceEpoch: row["created_at"]),
             expiresAt: (row["expires_at"] as Int64?).map(Timestamp.init(millisecondsSinceEpoch:)),
-            revokedAt: (row["revoked_at"] as Int64?).map(Timestamp.init(millisecondsSinceEpoch:))
+            revokedAt: (row["revoked_at"] as Int64?).map(Timestamp.init(millisecondsSinceEpoch:)),
+            previousDigest: (row["previous_digest"] as Data?).flatMap { KeyDigest(bytes: Array($0)) },
+            previousDigestExpiresAt: (row["previous_until"] as Int64?).map(Timestamp.init(millisecondsSinceEpoch:))
         )
     }
 

@@ -27,7 +27,7 @@ enum DemoKeys {
                     existing.limits = demo.limits
                     existing.expiresAt = nil
                     existing.revokedAt = nil
-                    try await store.updateKey(existing)
+                    try await store.updateKey(existing, keepingRevocation: false)
                 }
                 try await store.resetUsage(id: existing.id)
                 key = existing

@@ -1,13 +1,14 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import TollgateCore
 import TollgateHTTP
 
 /// `tollgate keys …`: create, list, show, revoke and import keys.
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create, list, show, revoke and import API keys.",
-        subcommands: [Create.self, List.self, Show.self, Revoke.self, Import.self]
+        abstract: "Create, list, show, update, rotate, revoke and import API keys.",
+        subcommands: [Create.self, List.self, Show.self, Update.self, Rotate.self, Revoke.self, Import.self]
     )
 }
 
@@ -150,22 +151,27 @@ extension Keys {
                 import can be run again. Limits that can never apply are warned about, by line.
                 """
         )
-        /// The most warning lines an import prints; a large file's remaining count follows.
-        static let maximumWarnings = 20
-
         @Argument(help: "The NDJSON file, or - for standard input.") var file: String
         @OptionGroup var storeOptions: KeyStoreOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
-                let file = try KeyImporter.read(path: file, now: now, routes: servedRoutes)
-                let inserted = try await withStore(storeOptions, .create) { store in try await store.importKeys(file.keys) }
-                for warning in file.warnings.prefix(Self.maximumWarnings) { printError("warning: \(warning)") }
-                if file.warnings.count > Self.maximumWarnings {
-                    printError("warning: \(file.warnings.count - Self.maximumWarnings) more lines have warnings, not shown")
+                let input = try ImportFile(path: file)
+                // Every line is checked before the store is opened; then the file is read
+                // again, a chunk at a time, into the store's one transaction.
+                let report = try KeyImporter.check(input, now: now, routes: servedRoutes)
+                let batches = KeyImporter.Batches(input, now: now, expectedKeys: report.keys)
+                // Redis's replies to a pipelined import queue behind each other: the data
+                // plane's 100 ms command timeout would close a connection under load.
+                let inserted = try await withStore(storeOptions, .create, redisCommandTimeout: .seconds(10)) { store in
+                    try await store.importKeys(batches)
                 }
-                print("Imported \(inserted) keys; skipped \(file.keys.count - inserted) that the store already had.")
+                for warning in report.warnings { printError("warning: \(warning)") }
+                if report.warningLines > report.warnings.count {
+                    printError("warning: \(report.warningLines - report.warnings.count) more lines have warnings, not shown")
+                }
+                print("Imported \(inserted) keys; skipped \(report.keys - inserted) that the store already had.")
             }
         }
     }

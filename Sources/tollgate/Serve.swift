@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -48,9 +49,30 @@ struct Serve: AsyncParsableCommand {
         help: "A route file (YAML; 'tollgate routes check FILE' validates it). Without one, the built-in api1..api3. SIGHUP reloads it."
     )
     var config: String?
+    @Option(
+        name: .customLong("admin-token-file"),
+        help: ArgumentHelp(
+            "A file holding the admin API's bearer token (one line); preferred to --admin-token. Without a token, /admin/v1 answers 404.",
+            valueName: "PATH")
+    )
+    var adminTokenFile: String?
+    @Option(
+        name: .customLong("admin-token"),
+        help: ArgumentHelp(
+            "The admin API's bearer token. Visible to every user in 'ps' while the server runs: prefer TOLLGATE_ADMIN_TOKEN or --admin-token-file.",
+            valueName: "TOKEN")
+    )
+    var adminToken: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
+    @Option(
+        name: .customLong("event-loops"),
+        help:
+            "Event-loop threads serving both listeners (default: one per core). On a box shared with a load generator or proxy, fewer threads than cores avoid time-slicing latency."
+    )
+    var eventLoops: Int?
     @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var monitoring: MonitoringOptions
 
     func validate() throws {
         guard (0...65535).contains(port), (0...65535).contains(adminPort) else {
@@ -58,15 +80,22 @@ struct Serve: AsyncParsableCommand {
         }
         guard idleTimeout > 0 else { throw ValidationError("--idle-timeout must be a positive number of seconds") }
         guard storeTimeout > 0 else { throw ValidationError("--store-timeout must be a positive number of milliseconds") }
+        if adminToken != nil && adminTokenFile != nil {
+            throw ValidationError("give the admin token once: --admin-token-file or --admin-token, not both")
+        }
         if let maxConnections, maxConnections < 1 {
             throw ValidationError("--max-connections must be at least 1")
         }
+        if let eventLoops, eventLoops < 1 { throw ValidationError("--event-loops must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
     }
 
     func run() async throws {
+        // Before anything touches the shared event-loop group, which every listener and
+        // client here uses.
+        if let eventLoops { NIOSingletons.groupLoopCountSuggestion = eventLoops }
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -74,21 +103,27 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "tollgate")
+        let telemetry = Telemetry()
         try await reportingErrors {
+            let token = try AdminTokenSource.read(
+                argument: adminToken, file: adminTokenFile, environment: ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_TOKEN"])
             switch try storeOptions.location() {
             case .memory:
-                try await serve(store: MemoryKeyStore(), logger: logger)
+                try await serve(store: MemoryKeyStore(), telemetry: telemetry, logger: logger, adminToken: token)
             case .sqlite(let path, let synchronous):
                 let lock = try ServeLock(storePath: path)
                 var configuration = SQLiteKeyStore.Configuration(path: path, synchronous: synchronous)
                 configuration.operationTimeout = .milliseconds(storeTimeout)
+                configuration.metrics = telemetry.storeMetrics("sqlite")
                 let store = try SQLiteKeyStore(configuration: configuration, logger: logger)
-                try await serve(store: store, logger: logger)
+                try await serve(store: store, telemetry: telemetry, heldKeys: { store.heldKeyCount }, logger: logger, adminToken: token)
                 _ = consume lock
-            case .redis(let configuration):
-                let store = try RedisKeyStore(configuration: .init(redis: configuration), logger: logger)
+            case .redis(let redis):
+                var configuration = RedisKeyStore.Configuration(redis: redis)
+                configuration.metrics = telemetry.storeMetrics("redis")
+                let store = try RedisKeyStore(configuration: configuration, logger: logger)
                 try await store.connect()
-                try await serve(store: store, logger: logger)
+                try await serve(store: store, telemetry: telemetry, logger: logger, adminToken: token)
             }
         }
     }
@@ -98,8 +133,11 @@ struct Serve: AsyncParsableCommand {
     /// Start-up is ordered so that nothing says the server is up before it is: the demo keys
     /// are restored, the data plane binds, then the control plane, and only then are both
     /// addresses printed. A failure at any step names what failed and stops the rest.
-    private func serve<Store: KeyStore>(store: Store, logger: Logger) async throws {
+    private func serve<Store: KeyStore>(
+        store: Store, telemetry: Telemetry, heldKeys: (@Sendable () -> Int)? = nil, logger: Logger, adminToken: AdminToken?
+    ) async throws {
         let demoLines = demo ? try await DemoKeys.restore(in: store) : []
+        let accessLog = try telemetry.accessLog(monitoring, logger: logger)
 
         var dataPlane = DataPlaneConfiguration(host: host, port: port)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
@@ -119,6 +157,7 @@ struct Serve: AsyncParsableCommand {
             services.append(.init(service: RouteReloader(path: config, routes: dataPlane.routes, logger: logger)))
         }
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
+        dataPlane.monitoring = DataPlaneMonitoring(metricsFactory: telemetry.factory, accessLog: accessLog)
         let descriptorLimit = DescriptorLimit.raiseToHardLimit()
         dataPlane.maxConnections = maxConnections ?? DataPlaneConfiguration.defaultMaxConnections(descriptorLimit: descriptorLimit)
         let (dataPlaneBound, bound) = AsyncStream<SocketAddress>.makeStream()
@@ -129,8 +168,11 @@ struct Serve: AsyncParsableCommand {
             bound.finish()
         }
         let server = DataPlaneServer(configuration: dataPlane, store: store, clock: SystemWallClock(), logger: logger)
+        var adminConfiguration = AdminApplication.Configuration(host: adminHost, port: adminPort, idleTimeout: .seconds(idleTimeout))
+        adminConfiguration.metrics = MetricsEndpoint(registry: telemetry.registry, heldKeys: heldKeys)
+        adminConfiguration.adminToken = adminToken
         let admin = AdminApplication.make(
-            configuration: .init(host: adminHost, port: adminPort, idleTimeout: .seconds(idleTimeout)),
+            configuration: adminConfiguration,
             store: store,
             logger: logger,
             onServerRunning: { channel in
@@ -143,15 +185,17 @@ struct Serve: AsyncParsableCommand {
                 for line in demoLines { emit(line) }
                 emit("Data plane: http://\(urlHost(host)):\(port)")
                 emit("Control plane: \(adminURL)")
+                if adminToken != nil { emit("Admin API: \(adminURL)/admin/v1 (Authorization: Bearer ADMIN_TOKEN)") }
                 if !demoLines.isEmpty { DemoKeys.printTryLine(host: host, port: port) }
                 emit("Serving; Ctrl-C (SIGINT) or SIGTERM stops after in-flight requests.")
                 logger.info("serving", metadata: ["data": "\(data)", "control": "\(adminAddress.map { "\($0)" } ?? "?")"])
             }
         )
+        // Before the data plane, so that it stops after it and logs its last requests.
+        let accessLogService: [ServiceGroupConfiguration.ServiceConfiguration] = accessLog.map { [.init(service: $0)] } ?? []
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: store),
+                services: [.init(service: store)] + accessLogService + [
                     .init(service: server),
                     .init(service: StartsAfter(dataPlaneBound, admin)),
                 ] + services,
@@ -194,4 +238,35 @@ struct StartsAfter<Wrapped: Service>: Service {
 /// A host as it appears in a URL: IPv6 addresses in brackets.
 func urlHost(_ host: String) -> String {
     host.contains(":") ? "[\(host)]" : host
+}
+
+/// Where `serve` takes the admin token from: `--admin-token`, `--admin-token-file`, or
+/// `TOLLGATE_ADMIN_TOKEN`, in that order.
+enum AdminTokenSource {
+    static func read(argument: String?, file: String?, environment: String?) throws(TollgateError) -> AdminToken? {
+        if let argument { return try token(argument, from: "--admin-token") }
+        if let file {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw TollgateError(
+                    .invalidInput,
+                    "cannot read the admin token file \(TollgateError.quote(file, limit: 1024)): check --admin-token-file and that the file is readable"
+                )
+            }
+            // One line; the newline an editor or `echo` adds is not part of the token.
+            return try token(text.trimmingCharacters(in: .whitespacesAndNewlines), from: "--admin-token-file")
+        }
+        if let environment, !environment.isEmpty { return try token(environment, from: "TOLLGATE_ADMIN_TOKEN") }
+        return nil
+    }
+
+    private static func token(_ text: String, from source: String) throws(TollgateError) -> AdminToken {
+        do {
+            return try AdminToken(text)
+        } catch {
+            throw TollgateError(.invalidInput, "\(source): \(error.message)")
+        }
+    }
 }

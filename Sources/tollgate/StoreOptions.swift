@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import TollgateCore
 import TollgateRESP
 import TollgateRedis
@@ -103,6 +104,7 @@ func withStore<T>(
     _ options: KeyStoreOptions,
     _ access: StoreAccess,
     logger: Logger = Logger(label: "tollgate"),
+    redisCommandTimeout: TimeAmount? = nil,
     _ body: (any KeyStore) async throws -> T
 ) async throws -> T {
     switch try StoreLocation(parsing: options.store) {
@@ -122,7 +124,8 @@ func withStore<T>(
         }
         let store = try SQLiteKeyStore(configuration: .init(path: path, synchronous: synchronous), logger: logger)
         return try await body(store)
-    case .redis(let configuration):
+    case .redis(var configuration):
+        if let redisCommandTimeout { configuration.commandTimeout = max(configuration.commandTimeout, redisCommandTimeout) }
         let store = try RedisKeyStore(configuration: .init(redis: configuration), logger: logger)
         try await store.connect()
         do {

@@ -56,6 +56,9 @@ enum CommandNames {
                 path.append(word)
                 continue
             }
+            // Below the root, a command with a default (`usage`) takes other words as its
+            // default's arguments (`tollgate usage ID`).
+            if path.count > 1 && command.configuration.defaultSubcommand != nil { return nil }
             return message(unknown: word, in: path.joined(separator: " "), names: names)
         }
         return nil

@@ -1,51 +1,113 @@
 import ArgumentParser
+import Foundation
+import NIOCore
+import TollgateAdmin
 import TollgateCore
 
-/// `tollgate usage [ID]`: what each key used, per API and per limit.
+/// `tollgate usage`: what each key used (the default `show`), and `reset`.
 struct Usage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show usage per key and per API: admitted, denied by reason, and each limit's state."
+        abstract: "Show, export or reset usage per key and per API.",
+        subcommands: [Show.self, Reset.self],
+        defaultSubcommand: Show.self
     )
-    @Argument(help: "One key's id; all keys when left out.") var id: String?
-    @Flag(help: "Print JSON: one object for an id, else an array.") var json = false
-    @OptionGroup var storeOptions: KeyStoreOptions
+}
 
-    func run() async throws {
-        try await reportingErrors {
-            let now = SystemWallClock().now
-            let reports = try await withStore(storeOptions, .existing) { store throws(TollgateError) -> [UsageReport] in
-                let keys: [APIKey]
-                if let id {
-                    guard let key = try await store.key(id: KeyID(rawValue: id)) else {
-                        throw noKey(id)
+extension Usage {
+    /// `tollgate usage [show] [ID] [--json | --format csv|ndjson]`.
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show usage per key and per API: admitted, denied by reason, and each limit's state (the default).",
+            discussion: "--format csv or ndjson exports every key, written a page of keys at a time, as GET /admin/v1/usage does."
+        )
+        @Argument(help: "One key's id; all keys when left out.") var id: String?
+        @Flag(help: "Print JSON: one object for an id, else an array.") var json = false
+        @Option(help: "Export every key's usage as csv or ndjson (or json), streamed.") var format: String?
+        @OptionGroup var storeOptions: KeyStoreOptions
+
+        func validate() throws {
+            if let format {
+                guard UsageExport.Format(rawValue: format) != nil else {
+                    throw ValidationError("--format must be csv, ndjson or json")
+                }
+                if json { throw ValidationError("give --json or --format, not both") }
+                if id != nil { throw ValidationError("--format exports every key: leave out the id, or use --json for one key") }
+            }
+        }
+
+        func run() async throws {
+            if let format = format.flatMap(UsageExport.Format.init(rawValue:)) {
+                return try await export(format)
+            }
+            try await reportingErrors {
+                let now = SystemWallClock().now
+                let reports = try await withStore(storeOptions, .existing) { store throws(TollgateError) -> [UsageReport] in
+                    let keys: [APIKey]
+                    if let id {
+                        guard let key = try await store.key(id: KeyID(rawValue: id)) else {
+                            throw noKey(id)
+                        }
+                        keys = [key]
+                    } else {
+                        keys = try await store.allKeys()
                     }
-                    keys = [key]
-                } else {
-                    keys = try await store.allKeys()
+                    var reports: [UsageReport] = []
+                    for key in keys {
+                        reports.append(UsageReport(key: key, usage: try await store.usage(id: key.id), now: now))
+                    }
+                    return reports
                 }
-                var reports: [UsageReport] = []
-                for key in keys {
-                    reports.append(UsageReport(key: key, usage: try await store.usage(id: key.id), now: now))
+                if json {
+                    if id != nil { return try printJSON(reports[0]) }
+                    return try printJSON(reports)
                 }
-                return reports
+                for report in reports {
+                    print("\(report.id)\(report.name.isEmpty ? "" : "  \(report.name)")")
+                    for (api, usage) in report.apis.sorted(by: { $0.key < $1.key }) {
+                        let reasons = usage.deniedByReason.filter { $0.value > 0 }.sorted { $0.key < $1.key }
+                            .map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                        print("  \(api): \(usage.admitted) admitted, \(usage.denied) denied\(reasons.isEmpty ? "" : " (\(reasons))")")
+                    }
+                    if report.limits.isEmpty { print("  unlimited (the key has no limits)") }
+                    for limit in report.limits {
+                        let scope = limit.scope == "*" ? "" : "\(limit.scope):"
+                        let reset = limit.resetsAt.map { "resets \($0)" } ?? "never resets"
+                        print("  \(scope)\(limit.limit)/\(limit.period.rawValue): \(limit.used) used, \(limit.remaining) left, \(reset)")
+                    }
+                }
             }
-            if json {
-                if id != nil { return try printJSON(reports[0]) }
-                return try printJSON(reports)
+        }
+
+        private func export(_ format: UsageExport.Format) async throws {
+            try await reportingErrors {
+                let now = SystemWallClock().now
+                try await withStore(storeOptions, .existing) { store in
+                    try await UsageExport.write(store: store, format: format, now: now) { buffer in
+                        FileHandle.standardOutput.write(Data(buffer.readableBytesView))
+                    }
+                }
             }
-            for report in reports {
-                print("\(report.id)\(report.name.isEmpty ? "" : "  \(report.name)")")
-                for (api, usage) in report.apis.sorted(by: { $0.key < $1.key }) {
-                    let reasons = usage.deniedByReason.filter { $0.value > 0 }.sorted { $0.key < $1.key }
-                        .map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                    print("  \(api): \(usage.admitted) admitted, \(usage.denied) denied\(reasons.isEmpty ? "" : " (\(reasons))")")
+        }
+    }
+
+    /// `tollgate usage reset ID`.
+    struct Reset: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a key's counters again from zero: every limit has its full quota.",
+            discussion: "For a billing dispute or a mistaken quota. A running server on the same store takes it at once (SQLite, Redis)."
+        )
+        @Argument(help: "The key's id.") var id: String
+        @OptionGroup var storeOptions: KeyStoreOptions
+
+        func run() async throws {
+            try await reportingErrors {
+                // Returns a value: a typed-throws closure returning Void crashes Swift 6.3's IRGen here.
+                _ = try await withStore(storeOptions, .existing) { store throws(TollgateError) -> Bool in
+                    guard try await store.key(id: KeyID(rawValue: id)) != nil else { throw noKey(id) }
+                    try await store.resetUsage(id: KeyID(rawValue: id))
+                    return true
                 }
-                if report.limits.isEmpty { print("  unlimited (the key has no limits)") }
-                for limit in report.limits {
-                    let scope = limit.scope == "*" ? "" : "\(limit.scope):"
-                    let reset = limit.resetsAt.map { "resets \($0)" } ?? "never resets"
-                    print("  \(scope)\(limit.limit)/\(limit.period.rawValue): \(limit.used) used, \(limit.remaining) left, \(reset)")
-                }
+                print("Reset the usage of \(id): every limit has its full quota again.")
             }
         }
     }

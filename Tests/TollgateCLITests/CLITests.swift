@@ -220,13 +220,18 @@ import TollgateTestSupport
         let version = try await tollgate(["--version"])
         #expect(version.status == 0)
         #expect(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").count == 3, "\(version.stdout)")
-        for command in [["keys", "list"], ["keys", "show"], ["keys", "create"], ["keys", "revoke"], ["keys", "import"], ["usage"]] {
+        // `usage` is a group now (`show` the default, `reset`); its own help lists them.
+        for command in [
+            ["keys", "list"], ["keys", "show"], ["keys", "create"], ["keys", "update"], ["keys", "rotate"], ["keys", "revoke"],
+            ["keys", "import"], ["usage", "show"], ["usage", "reset"],
+        ] {
             let help = try await tollgate(command + ["--help"])
             #expect(help.status == 0)
             #expect(help.stdout.contains("sqlite:PATH"))
             #expect(!help.stdout.contains("memory:"), "\(command) refuses memory:, so its help must not offer it")
         }
         #expect(try await tollgate(["serve", "--help"]).stdout.contains("memory:"))
+        #expect(try await tollgate(["usage", "--help"]).stdout.contains("reset"))
         let create = try await tollgate(["keys", "create", "--help"]).stdout
         for form in ["90s", "15m", "12h", "30d", "4w", "2030-01-01", "RFC 3339"] {
             #expect(create.contains(form), "--expires help lists \(form)")

@@ -6,7 +6,7 @@ import TollgateCore
 /// The decision, through the ledger that makes it, with a hand-moved clock.
 @Suite struct AdmissionTests {
     let loop = EmbeddedEventLoop()
-    let ledger = QuotaLedger(configuration: .init(isPersistent: false))
+    let ledger = QuotaLedger<NoJournal>()
     let start = Timestamp(secondsSinceEpoch: 1_796_000_000)  // 2026-11-29T…Z
 
     func key(_ secret: String, scopes: [String] = ["*"], limits: [String] = [], expiresAt: Timestamp? = nil) throws -> APIKey {
@@ -16,7 +16,7 @@ import TollgateCore
             expiresAt: expiresAt
         )
         let key = try KeyIssuer.issue(draft, secret: secret, now: start).key
-        ledger.load(key, version: 0, counters: [:], apis: [:])
+        ledger.load(key)
         return key
     }
 
@@ -37,21 +37,6 @@ import TollgateCore
         }
         promise.succeed(decision)
         return decision
-    }
-
-    /// A persistent ledger's answer for one request: the promise completes on commit.
-    func admitPersistent(
-        _ ledger: QuotaLedger, _ key: APIKey, _ path: String = "api1", at instant: Timestamp? = nil
-    ) -> (QuotaLedger.Admission, EventLoopFuture<AdmissionDecision>) {
-        let promise = loop.makePromise(of: AdmissionDecision.self)
-        let request = AdmissionRequest(digest: key.digest, api: path, path: path, now: instant ?? start)
-        let admission = ledger.admit(request, promise: promise)
-        switch admission {
-        case .decided(let decision): promise.succeed(decision)
-        case .unknownKey: promise.succeed(.invalidKey)
-        case .awaitingCommit: break
-        }
-        return (admission, promise.futureResult)
     }
 
     @Test func admitsUpToTheQuotaThenRefusesWithTheSpentPolicy() throws {
@@ -144,11 +129,11 @@ import TollgateCore
         let held = try key("k")
         var sameID = try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "other", now: start).key
         sameID.id = held.id
-        #expect(!ledger.load(sameID, version: 0, counters: [:], apis: [:]))
+        #expect(!ledger.load(sameID))
         #expect(ledger.snapshot(ofDigest: sameID.digest) == nil)
         #expect(ledger.snapshot(of: held.id)?.key == held)
         let sameDigest = try KeyIssuer.issue(KeyDraft(scopes: [.all]), secret: "k", now: start).key
-        #expect(!ledger.load(sameDigest, version: 0, counters: [:], apis: [:]))
+        #expect(!ledger.load(sameDigest))
         #expect(ledger.snapshot(of: sameDigest.id) == nil)
     }
 
@@ -208,144 +193,5 @@ import TollgateCore
         ledger.refresh(key, version: nil)
         #expect(decide("k").outcome == .admitted)
         #expect(decide("k").outcome == .quotaExceeded)
-    }
-
-    @Test func aPersistentLedgerHoldsAdmittedAnswersUntilTheirBatchCommits() throws {
-        let ledger = QuotaLedger(configuration: .init(isPersistent: true))
-        let key = try KeyIssuer.issue(KeyDraft(scopes: [.all], limits: [LimitSpec(quota: 10, period: .total)]), secret: "k", now: start).key
-        ledger.load(key, version: 0, counters: [:], apis: [:])
-        let request = AdmissionRequest(digest: key.digest, api: "api1", path: "api1", now: start)
-        let first = loop.makePromise(of: AdmissionDecision.self)
-        let second = loop.makePromise(of: AdmissionDecision.self)
-        guard case .awaitingCommit(flush: true) = ledger.admit(request, promise: first),
-            case .awaitingCommit(flush: false) = ledger.admit(request, promise: second)
-        else {
-            Issue.record("admitted requests wait, and only the first asks for a flush")
-            return
-        }
-        var answered = 0
-        first.futureResult.assumeIsolated().whenSuccess { _ in answered += 1 }
-        second.futureResult.assumeIsolated().whenSuccess { _ in answered += 1 }
-        let batch = try #require(ledger.takeBatch())
-        #expect(batch.snapshots.map { $0.counters["total"]?.used } == [2])
-        #expect(answered == 0)
-        ledger.committed(batch)
-        loop.run()  // completions hop to the promises' loop, once per loop
-        #expect(answered == 2)
-        #expect(ledger.takeBatch() == nil)
-    }
-
-    @Test func beyondItsCapacityTheLedgerDropsOnlyKeysWhoseUsageIsCommitted() throws {
-        let ledger = QuotaLedger(configuration: .init(isPersistent: true, keyCapacity: 2))
-        func issue(_ secret: String) throws -> APIKey {
-            try KeyIssuer.issue(KeyDraft(scopes: [.all], limits: [LimitSpec(quota: 9, period: .total)]), secret: secret, now: start).key
-        }
-        let (a, b, c) = (try issue("a"), try issue("b"), try issue("c"))
-        ledger.load(a, version: 0, counters: [:], apis: [:])
-        ledger.load(b, version: 0, counters: [:], apis: [:])
-        // a is used: its count waits on a commit, so it must not be dropped yet.
-        let promise = loop.makePromise(of: AdmissionDecision.self)
-        guard
-            case .awaitingCommit = ledger.admit(AdmissionRequest(digest: a.digest, api: "api1", path: "api1", now: start), promise: promise)
-        else {
-            Issue.record("an admitted request waits for its commit")
-            return
-        }
-        ledger.load(c, version: 0, counters: [:], apis: [:])
-        #expect(ledger.heldKeyCount == 2)
-        #expect(ledger.snapshot(of: a.id) != nil, "a key with uncommitted usage stays")
-        #expect(ledger.snapshot(of: b.id) == nil, "the least recently used clean key goes")
-        // Once a's usage is committed, a is as droppable as any other idle key.
-        let batch = try #require(ledger.takeBatch())
-        #expect(batch.snapshots.map(\.keyID) == [a.id])
-        ledger.committed(batch)
-        loop.run()
-        #expect(try promise.futureResult.wait().outcome == .admitted)
-        ledger.load(b, version: 0, counters: [:], apis: [:])
-        #expect(ledger.heldKeyCount == 2)
-        #expect(ledger.snapshot(of: c.id) != nil)
-        #expect(ledger.snapshot(of: b.id) != nil)
-    }
-
-    // MARK: Requests that are not served take nothing
-
-    func persistentKey(_ ledger: QuotaLedger, limits: [String]) throws -> APIKey {
-        let draft = KeyDraft(scopes: [.all], limits: try limits.map { try LimitSpec(parsing: $0) })
-        let key = try KeyIssuer.issue(draft, secret: "p", now: start).key
-        ledger.load(key, version: 0, counters: [:], apis: [:])
-        return key
-    }
-
-    @Test func aFailedCommitAnswers503AndGivesTheUnitsBack() throws {
-        let ledger = QuotaLedger(configuration: .init(isPersistent: true))
-        let key = try persistentKey(ledger, limits: ["2/total", "api1:5/day"])
-        let (_, first) = admitPersistent(ledger, key)
-        let (_, second) = admitPersistent(ledger, key)
-        let failing = try #require(ledger.takeBatch())
-        ledger.failed(failing)
-        loop.run()
-        #expect(try first.wait().outcome == .storeUnavailable)
-        #expect(try second.wait().outcome == .storeUnavailable)
-        let usage = try #require(ledger.snapshot(of: key.id)).usage
-        #expect(usage.counters["total"]?.used == 0, "a request that was not served takes nothing")
-        #expect(usage.counters["api1:day"]?.used == 0)
-        #expect(usage.apis["api1"]?.admitted == 0)
-        // The corrected counts are written by the next commit, and the quota is whole again.
-        let retry = try #require(ledger.takeBatch())
-        #expect(retry.snapshots.map { $0.counters["total"]?.used } == [0])
-        ledger.committed(retry)
-        for _ in 0..<2 {
-            let (_, answer) = admitPersistent(ledger, key)
-            let batch = try #require(ledger.takeBatch())
-            ledger.committed(batch)
-            loop.run()
-            #expect(try answer.wait().outcome == .admitted)
-        }
-        guard case .decided(let spent) = admitPersistent(ledger, key).0 else {
-            Issue.record("a spent quota is refused at once")
-            return
-        }
-        #expect(spent.outcome == .quotaExceeded)
-    }
-
-    @Test func aCommitOutlivingTheBoundAnswers503ThenLandsWithoutDoubleAnswers() throws {
-        let ledger = QuotaLedger(configuration: .init(isPersistent: true))
-        let key = try persistentKey(ledger, limits: ["10/total"])
-        let (_, inFlight) = admitPersistent(ledger, key)
-        let hung = try #require(ledger.takeBatch())
-        let (_, queued) = admitPersistent(ledger, key)
-        let now = NIODeadline.now()
-        #expect(!ledger.expireWaiters(olderThan: .seconds(2), now: now), "within the bound nothing is answered")
-        #expect(ledger.expireWaiters(olderThan: .seconds(2), now: now + .seconds(3)), "past the bound the commit is stalled")
-        loop.run()
-        #expect(try inFlight.wait().outcome == .storeUnavailable)
-        #expect(try queued.wait().outcome == .storeUnavailable)
-        #expect(try #require(ledger.snapshot(of: key.id)).usage.counters["total"]?.used == 0)
-        // The hung commit returns at last: nobody is answered twice, and the next batch
-        // rewrites the key without the units that were given back.
-        ledger.committed(hung)
-        loop.run()
-        let next = try #require(ledger.takeBatch())
-        #expect(next.snapshots.map { $0.counters["total"]?.used } == [0])
-        #expect(next.waiterCount == 0)
-    }
-
-    @Test func unitsTakenUnderOldLimitsAreNotGivenBackToNewOnes() throws {
-        let ledger = QuotaLedger(configuration: .init(isPersistent: true))
-        var key = try persistentKey(ledger, limits: ["5/total"])
-        let (_, answer) = admitPersistent(ledger, key)
-        let batch = try #require(ledger.takeBatch())
-        ledger.committed(batch)
-        let (_, failing) = admitPersistent(ledger, key)
-        key.limits = [try LimitSpec(parsing: "5/total"), try LimitSpec(parsing: "3/day")]
-        ledger.refresh(key, version: nil)
-        ledger.failed(try #require(ledger.takeBatch()))
-        loop.run()
-        #expect(try answer.wait().outcome == .admitted)
-        #expect(try failing.wait().outcome == .storeUnavailable)
-        let counters = try #require(ledger.snapshot(of: key.id)).usage.counters
-        // Conservative: the limits changed in between, so no counter is lowered.
-        #expect(counters["total"]?.used == 2)
-        #expect(counters["day"]?.used ?? 0 == 0)
     }
 }

@@ -190,6 +190,34 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         await #expect(throws: TollgateError.self) { try await store.updateKey(missing) }
     }
 
+    /// An edit made from a copy read before a revocation (a PATCH racing a DELETE) must
+    /// never bring the key back.
+    @Test(arguments: StoreKind.allCases)
+    func anUpdateFromACopyReadBeforeARevocationKeepsTheRevocation(kind: StoreKind) async throws {
+        let store = try await kind.make()
+        var copy = try await makeKey(in: store, limits: ["5/day"], secret: "k").key
+        _ = try await store.revokeKey(id: copy.id, at: SystemWallClock().now)
+        copy.name = "renamed"
+        try await store.updateKey(copy)
+        #expect(try await store.key(id: copy.id)?.revokedAt != nil)
+        #expect(try await store.key(id: copy.id)?.name == "renamed")
+        #expect(try await admit(store, secret: "k").outcome == .keyRevoked)
+    }
+
+    /// One secret finds one key: a new key may not take a secret another key still knows as
+    /// its previous one after a rotation.
+    @Test(arguments: StoreKind.allCases)
+    func aNewKeyCannotTakeAnotherKeysPreviousSecret(kind: StoreKind) async throws {
+        let store = try await kind.make()
+        let key = try await makeKey(in: store, limits: ["5/day"], secret: "first").key
+        let until = SystemWallClock().now.adding(seconds: 3600)
+        _ = try await store.rotateKey(id: key.id, to: KeyDigest(secret: "second"), previousUntil: until)
+        await #expect(throws: TollgateError.self) { try await makeKey(in: store, limits: ["5/day"], secret: "first") }
+        let decision = try await admit(store, secret: "first")
+        #expect(decision.outcome == .admitted)
+        #expect(decision.keyID == key.id)
+    }
+
     @Test(arguments: StoreKind.allCases)
     func aResetGivesBackTheFullQuotaAndClearsTheCounts(kind: StoreKind) async throws {
         let store = try await kind.make()
@@ -302,6 +330,37 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
                 }
                 #expect(revokedOutcome == .keyRevoked)
                 #expect(ContinuousClock.now - revokedAt < .seconds(1))
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// A reset made from another process (the CLI) reaches a serving process through the
+    /// change feed: its held counts start again, and the file holds only what came after.
+    @Test func aResetFromAnotherProcessReachesTheServerWithinASecond() async throws {
+        try await LoadLock.exclusively {
+            let path = try path()
+            let server = try SQLiteKeyStore(configuration: .init(path: path))
+            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            let key = try await makeKey(in: server, limits: ["3/total"], secret: "r").key
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                for _ in 0..<3 { #expect(try await admit(server, secret: "r").outcome == .admitted) }
+                #expect(try await admit(server, secret: "r").outcome == .quotaExceeded)
+                try await cli.resetUsage(id: key.id)
+                let resetAt = ContinuousClock.now
+                var outcome = try await admit(server, secret: "r").outcome
+                while outcome != .admitted && ContinuousClock.now - resetAt < .seconds(3) {
+                    try await Task.sleep(for: .milliseconds(20))
+                    outcome = try await admit(server, secret: "r").outcome
+                }
+                #expect(outcome == .admitted)
+                #expect(ContinuousClock.now - resetAt < .seconds(1))
+                server.flushNow()
+                // The file holds the one use after the reset, not the three before it.
+                let usage = try #require(try await cli.usage(id: key.id))
+                #expect(usage.counters["total"]?.used == 1)
+                #expect(usage.apis["api1"]?.admitted == 1)
                 group.cancelAll()
             }
         }

@@ -144,8 +144,11 @@ public enum SharedRedis {
     }
 
     /// `redis://127.0.0.1:PORT` of the shared server, or `nil` when `redis-server` is absent.
+    /// With a 2 s command timeout: the shared server answers every test of the process at
+    /// once on a loaded two-core box, where the default 100 ms would time the machine, not the
+    /// store. The tests of the timeout itself run their own servers with their own settings.
     public static func url() async -> String? {
-        await server.value.map { "redis://127.0.0.1:\($0.port)" }
+        await server.value.map { "redis://127.0.0.1:\($0.port)?timeout=2000" }
     }
 
     /// A namespace no other store in this process uses.

@@ -1,0 +1,199 @@
+import NIOCore
+import TollgateCore
+
+/// SQLite's journal: the admitted requests waiting for their usage to be committed, and the
+/// keys with counts not yet written.
+///
+/// It lives under the ledger's lock (see ``UsageJournal``), so a decision and its place in
+/// the queue are one step. The store's writer takes everything counted since the last batch
+/// with ``QuotaLedger/takeBatch()``, commits it in one transaction, and reports back: every
+/// request that arrived during a commit shares the next one (group commit).
+struct GroupCommit: UsageJournal {
+    struct Waiter {
+        var promise: EventLoopPromise<AdmissionDecision>
+        var decision: AdmissionDecision
+        /// What was decided, so that the units can be given back if the request is not served.
+        var request: AdmissionRequest
+        var key: KeyState
+        /// The key's generation when the units were taken (see ``KeyState/generation``).
+        var generation: Int64
+        var enqueuedAt: NIODeadline
+    }
+
+    /// Keys with counts not yet in a batch.
+    var dirty: [KeyState] = []
+    /// Admitted requests waiting for the next batch.
+    var waiters: [Waiter] = []
+    /// Admitted requests of the batch being committed, and when that commit started.
+    var committing: [Waiter] = []
+    var committingSince: NIODeadline?
+    /// The batch in flight and what it writes, kept until its commit ends (even once its
+    /// requests were answered `503`), so that a failed write counts as unwritten again.
+    var committingNumber: Int64 = 0
+    var committingIncrements: [(KeyState, UsageIncrement)] = []
+    var isFlushing = false
+    /// Batches handed to the writer, and the last one it finished.
+    var batchesTaken: Int64 = 0
+    var batchesFinished: Int64 = 0
+
+    init() {}
+
+    mutating func record(
+        _ decision: AdmissionDecision, of request: AdmissionRequest, by key: KeyState, promise: EventLoopPromise<AdmissionDecision>
+    ) -> Bool? {
+        markDirty(key)
+        // A refusal's count may wait for the next commit or the store's periodic flush: a
+        // flood of refused requests then costs no writes of its own.
+        guard decision.outcome == .admitted else { return nil }
+        let flush = !isFlushing
+        isFlushing = true
+        waiters.append(
+            Waiter(promise: promise, decision: decision, request: request, key: key, generation: key.generation, enqueuedAt: .now()))
+        return flush
+    }
+
+    /// A key may leave memory once nothing it counted is still to be written.
+    func mayDrop(_ key: KeyState) -> Bool {
+        !key.isDirty && key.lastBatch <= batchesFinished
+    }
+
+    mutating func markDirty(_ key: KeyState) {
+        if !key.isDirty {
+            key.isDirty = true
+            dirty.append(key)
+        }
+    }
+
+    /// The waiters of batch `number` if it is the one in flight and not yet answered.
+    mutating func takeCommitting(_ number: Int64) -> [Waiter] {
+        guard committingNumber == number else { return [] }
+        committingSince = nil
+        let waiters = committing
+        committing = []
+        return waiters
+    }
+
+    /// Gives back the units an admitted request took, for a request that is answered `503`.
+    mutating func giveBack(_ waiter: Waiter) {
+        waiter.key.giveBack(waiter.request, generation: waiter.generation)
+        markDirty(waiter.key)
+    }
+}
+
+/// Usage to write: increments per key. The requests that wait on it stay in the journal,
+/// so that a commit that fails or takes too long can answer them `503` and give their
+/// units back.
+struct CommitBatch: Sendable, Equatable {
+    var increments: [UsageIncrement]
+    var number: Int64
+    /// How many admitted requests wait on this batch.
+    var waiterCount: Int
+}
+
+extension QuotaLedger where Journal == GroupCommit {
+    /// Takes everything counted since the last batch; `nil`, and the writer stops, when
+    /// there is nothing. The writer calls this in a loop until `nil`, so that requests
+    /// arriving during a commit share the next one.
+    func takeBatch() -> CommitBatch? {
+        withState { _, journal -> CommitBatch? in
+            guard !journal.dirty.isEmpty || !journal.waiters.isEmpty else {
+                journal.isFlushing = false
+                return nil
+            }
+            journal.isFlushing = true
+            journal.batchesTaken += 1
+            let number = journal.batchesTaken
+            journal.committingIncrements.removeAll(keepingCapacity: true)
+            var increments: [UsageIncrement] = []
+            increments.reserveCapacity(journal.dirty.count)
+            for key in journal.dirty {
+                key.isDirty = false
+                key.lastBatch = number
+                let increment = key.takeIncrement()
+                guard !increment.isEmpty else { continue }
+                increments.append(increment)
+                journal.committingIncrements.append((key, increment))
+            }
+            journal.dirty.removeAll(keepingCapacity: true)
+            // Swap rather than copy, so that neither array is reallocated per batch.
+            swap(&journal.committing, &journal.waiters)
+            journal.waiters.removeAll(keepingCapacity: true)
+            journal.committingNumber = number
+            journal.committingSince = .now()
+            return CommitBatch(increments: increments, number: number, waiterCount: journal.committing.count)
+        }
+    }
+
+    /// The writer stopped early (after a failure): the next admitted request starts it again.
+    func flushStopped() {
+        withState { _, journal in journal.isFlushing = false }
+    }
+
+    /// The writer committed `batch`: its requests are answered with their decisions.
+    func committed(_ batch: CommitBatch) {
+        let answers = withState { _, journal -> PendingAnswers in
+            journal.batchesFinished = max(journal.batchesFinished, batch.number)
+            if journal.committingNumber == batch.number { journal.committingIncrements.removeAll(keepingCapacity: true) }
+            var answers = PendingAnswers()
+            for waiter in journal.takeCommitting(batch.number) { answers.add(waiter.promise, waiter.decision) }
+            return answers
+        }
+        answers.send()
+    }
+
+    /// The writer could not commit `batch`: its requests are answered `503` and take
+    /// nothing, like any refusal, and what it carried counts as unwritten again.
+    func failed(_ batch: CommitBatch) {
+        let answers = withState { _, journal -> PendingAnswers in
+            journal.batchesFinished = max(journal.batchesFinished, batch.number)
+            if journal.committingNumber == batch.number {
+                for (key, increment) in journal.committingIncrements {
+                    key.restore(increment)
+                    journal.markDirty(key)
+                }
+                journal.committingIncrements.removeAll(keepingCapacity: true)
+            }
+            return journal.refuse(journal.takeCommitting(batch.number))
+        }
+        answers.send()
+    }
+
+    /// Answers `503`, giving their units back, every admitted request that has waited
+    /// longer than `bound` for its commit: the one in flight if it started before
+    /// `now - bound`, and those queued behind it since then.
+    ///
+    /// The commit may still land later. The units given back are then counted in the file
+    /// and not in memory, and the next batch writes the difference (a negative increment);
+    /// if it fails instead, what it carried counts as unwritten again. Either way the file
+    /// ends up with what memory holds, and until then it can only count too much.
+    /// - Returns: whether the writer is behind: a commit has been running for longer than
+    ///   `bound`, or requests waited that long for one to start.
+    @discardableResult
+    func expireWaiters(olderThan bound: TimeAmount, now: NIODeadline = .now()) -> Bool {
+        let (answers, stalled) = withState { _, journal -> (PendingAnswers, Bool) in
+            var expired: [GroupCommit.Waiter] = []
+            var stalled = false
+            if let since = journal.committingSince, since + bound <= now {
+                stalled = true
+                expired = journal.takeCommitting(journal.committingNumber)
+            }
+            let late = journal.waiters.removePrefix { $0.enqueuedAt + bound <= now }
+            expired += late
+            return (journal.refuse(expired), stalled || !late.isEmpty)
+        }
+        answers.send()
+        return stalled
+    }
+}
+
+extension GroupCommit {
+    /// Gives back the units of requests that will not be served, and answers them `503`.
+    mutating func refuse(_ waiters: [Waiter]) -> PendingAnswers {
+        var answers = PendingAnswers()
+        for waiter in waiters {
+            giveBack(waiter)
+            answers.add(waiter.promise, .storeUnavailable)
+        }
+        return answers
+    }
+}
