@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        // The route file: YAML, because every Yams node carries its line (see docs/decisions.md).
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         // No default traits: ConfigurationSupport (swift-configuration) is unused here, and
         // SwiftPM applied it differently to `swift build` and `swift run`, so that switching
         // between them recompiled Hummingbird every time.
@@ -86,6 +88,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

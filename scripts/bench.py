@@ -14,6 +14,11 @@ ratio to it, and its p99 beside ours.
 
 Machines here are noisy, so every scenario runs --runs times and the median is reported,
 with its ratio to the /healthz median of the same server in the same run.
+
+With --proxy it measures forwarding instead: one upstream (an nginx answering a static
+body), reached directly, through nginx `proxy_pass` with no key check, and through
+Tollgate proxying with a key check and a metered limit, in the same run; it prints req/s,
+p50 and p99 and Tollgate's ratio to nginx (the target is at least 0.8x).
 """
 import argparse
 import json
@@ -389,6 +394,129 @@ def compare(count, args):
             " ".join("%.3f" % (x[0] / y[0]) for x, y in zip(meas, base))))
 
 
+NGINX_UPSTREAM = """
+worker_processes 1;
+daemon off;
+pid %(dir)s/upstream.pid;
+error_log %(dir)s/upstream-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/u-body; proxy_temp_path %(dir)s/u-proxy; fastcgi_temp_path %(dir)s/u-fcgi;
+    uwsgi_temp_path %(dir)s/u-uwsgi; scgi_temp_path %(dir)s/u-scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / { default_type text/plain; return 200 "hello from the upstream\n"; }
+    }
+}
+"""
+
+NGINX_PROXY = """
+worker_processes auto;
+daemon off;
+pid %(dir)s/proxy.pid;
+error_log %(dir)s/proxy-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/p-body; proxy_temp_path %(dir)s/p-proxy; fastcgi_temp_path %(dir)s/p-fcgi;
+    uwsgi_temp_path %(dir)s/p-uwsgi; scgi_temp_path %(dir)s/p-scgi;
+    keepalive_requests 1000000;
+    upstream api { server 127.0.0.1:%(upstream)d; keepalive 64; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://api; }
+    }
+}
+"""
+
+
+def start_proxy_nginx(directory, name, template, **values):
+    port = free_port()
+    path = os.path.join(directory, name + ".conf")
+    user = "user root;\n" if os.getuid() == 0 else ""
+    with open(path, "w") as f:
+        f.write(user + template % dict(values, dir=directory, port=port))
+    nginx = next((p for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] if os.access(p, os.X_OK)), None)
+    if nginx is None:
+        sys.exit("bench: --proxy needs nginx: install it with 'apt-get install -y nginx-light'")
+    process = subprocess.Popen([nginx, "-p", directory, "-e", os.path.join(directory, name + "-error.log"), "-c", path],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import socket
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, port
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    sys.exit("bench: nginx (%s) did not start: %s" % (name, open(os.path.join(directory, name + "-error.log")).read()))
+
+
+def bench_proxy(binary, store_mode, args, connections):
+    """nginx proxy_pass without a key check against Tollgate proxying with one, same upstream."""
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-proxy-") as directory:
+        if store_mode.startswith("redis"):
+            sys.exit("bench: --proxy measures the SQLite stores (full, normal)")
+        store = "sqlite:" + os.path.join(directory, "bench.sqlite") + ("?synchronous=normal" if store_mode == "normal" else "")
+        keys = os.path.join(directory, "keys.ndjson")
+        with open(keys, "w") as f:
+            f.write(json.dumps({"key": "bench-key", "scopes": ["*"], "limits": ["api*:1000000000000/total"]}) + "\n")
+        subprocess.run([binary, "keys", "import", keys, "--store", store], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes = []
+        try:
+            upstream, upstream_port = start_proxy_nginx(directory, "upstream", NGINX_UPSTREAM)
+            processes.append(upstream)
+            proxy, proxy_port = start_proxy_nginx(directory, "proxy", NGINX_PROXY, upstream=upstream_port)
+            processes.append(proxy)
+            routes = os.path.join(directory, "routes.yaml")
+            with open(routes, "w") as f:
+                f.write("routes:\n  - name: api\n    upstream: http://127.0.0.1:%d\n    max_idle_connections: 64\n" % upstream_port)
+            server = start_server(binary, store, directory, extra=["--config", routes])
+            processes.append(server[0])
+            scenarios = [
+                ("upstream direct", upstream_port, None),
+                ("nginx proxy_pass", proxy_port, None),
+                ("tollgate proxy+key", server[1], "token: bench-key"),
+            ]
+            for _, port, header in scenarios:
+                run_wrk(port, "/api/x", header, 1, connections, directory)
+            results = {}
+            for _ in range(args.runs):
+                for name, port, header in scenarios:
+                    results.setdefault(name, []).append(run_wrk(port, "/api/x", header, args.duration, connections, directory))
+            rss, peak = rss_mb(server[0].pid)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        label = {"full": "sqlite synchronous=full", "normal": "sqlite synchronous=normal"}[store_mode]
+        print("\n## proxying one upstream (nginx, static body), c%d; Tollgate's store: %s" % (connections, label))
+        print("%-20s %10s %9s %9s %s" % ("scenario", "req/s", "p50 ms", "p99 ms", "notes"))
+        medians = {}
+        for name, _, _ in scenarios:
+            runs = results[name]
+            medians[name] = statistics.median(r[0] for r in runs)
+            notes = []
+            if any(r[3] for r in runs):
+                notes.append("UNEXPECTED non-2xx: %d" % sum(r[3] for r in runs))
+            if any(r[4] for r in runs):
+                notes.append("socket errors: " + "; ".join(r[4] for r in runs if r[4]))
+            print("%-20s %10.0f %9.3f %9.3f %s" % (
+                name, medians[name], statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs),
+                ", ".join(notes)))
+        print("tollgate proxy+key / nginx proxy_pass: %.2fx (target >= 0.8x)" % (
+            medians["tollgate proxy+key"] / medians["nginx proxy_pass"]))
+        print("tollgate RSS after the runs: %.1f MiB (peak %.1f MiB)" % (rss, peak))
+
+
 def positive(text):
     value = int(text)
     if value < 1:
@@ -422,8 +550,19 @@ def main():
                              "(e.g. --binary-arg=--access-log --binary-arg={dir}/access.log)")
     parser.add_argument("--scenarios", nargs="+", choices=[s[0] for s in SCENARIOS],
                         help="only these scenarios (with --baseline)")
+    parser.add_argument("--proxy", action="store_true",
+                        help="measure forwarding instead: nginx proxy_pass (no key check) against Tollgate proxying "
+                             "with a key check, to the same nginx upstream, for each --store (full, normal) and "
+                             "each --connections")
     args = parser.parse_args()
     args.binary = os.path.abspath(args.binary)
+    if args.proxy:
+        print("wrk -t1 -c%s -d%ds, %d run(s) per scenario, medians; cores: %d" % (
+            "/".join(map(str, args.connections)), args.duration, args.runs, os.cpu_count()))
+        for mode in args.store:
+            for connections in args.connections:
+                bench_proxy(args.binary, mode, args, connections)
+        return
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)
         args.connections = args.connections[0]

@@ -31,6 +31,9 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         case deciding
         /// A complete request waiting for the socket to drain before it is answered.
         case parked(Request)
+        /// A request decided (then forwarded upstream) from its head on, while its body may
+        /// still arrive (`ended` once it has); reads follow the upstream's demand.
+        case streaming(Request, ended: Bool)
         case closed
     }
 
@@ -43,6 +46,8 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
     private(set) var isWritable = true
     /// A read asked for while reads are held.
     private(set) var readPending = false
+    /// Whether a streamed request body is held (not yet admitted, or the upstream is full).
+    private(set) var bodyHeld = false
     private var nesting = 0
     /// When the connection last finished an answer or became active: the idle clock.
     private var lastActivity: Instant
@@ -82,7 +87,9 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         switch phase {
         case .closed:
             return .none
-        case .idle, .receiving, .discarding, .parked:
+        case .idle, .receiving, .discarding, .parked, .streaming:
+            // A streamed exchange that moves no byte either way for the timeout is closed
+            // too (the upstream's response timeout bounds the wait for its answer).
             // A request head still incomplete counts as idle (its header fields must arrive
             // within the timeout), as does a refused body still arriving and an answer the
             // client does not read.
@@ -104,7 +111,7 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         case .idle, .discarding:
             phase = .closed
             return true
-        case .receiving, .deciding, .parked, .closed:
+        case .receiving, .deciding, .parked, .streaming, .closed:
             keepAlive = false
             return false
         }
@@ -129,7 +136,7 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         case .discarding:
             phase = .closed
             return .close
-        case .deciding, .parked, .closed:
+        case .deciding, .parked, .streaming, .closed:
             return .none
         }
     }
@@ -140,12 +147,21 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         case wait
         /// Answer at once (a request body no route takes); then the body is read away.
         case answerNow(Request)
+        /// Decide now and stream the body (an upstream route); the body is held until
+        /// ``bodyWanted(_:)`` lets it flow.
+        case decideNow(Request)
         case ignore
     }
 
-    mutating func headReceived(_ request: Request, keepAlive: Bool, hasBody: Bool) -> HeadAction {
+    /// A request head arrived. `streams` when its route forwards the body upstream.
+    mutating func headReceived(_ request: Request, keepAlive: Bool, hasBody: Bool, streams: Bool = false) -> HeadAction {
         guard case .idle = phase else { return .ignore }
         self.keepAlive = keepAlive
+        if streams {
+            phase = .streaming(request, ended: false)
+            bodyHeld = true
+            return .decideNow(request)
+        }
         if hasBody {
             self.keepAlive = false
             phase = .discarding
@@ -163,6 +179,8 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         case park
         /// The refused body has ended; the answer went out before it.
         case close
+        /// A streamed request's body has ended: send the end upstream.
+        case forwardEnd
         case ignore
     }
 
@@ -178,9 +196,40 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         case .discarding:
             phase = .closed
             return .close
-        case .idle, .deciding, .parked, .closed:
+        case .streaming(let request, ended: false):
+            // Nothing more to hold: reads from here on are for the next request, which
+            // NIO's pipelining handler keeps until this one is answered.
+            phase = .streaming(request, ended: true)
+            bodyHeld = false
+            return .forwardEnd
+        case .idle, .deciding, .parked, .streaming, .closed:
             return .ignore
         }
+    }
+
+    // MARK: Streaming
+
+    /// Whether a streamed request's body may flow: `false` until it is admitted and its
+    /// upstream connected, and while the upstream cannot take more. Returns whether a held
+    /// read is to be passed on now.
+    mutating func bodyWanted(_ wanted: Bool) -> Bool {
+        bodyHeld = !wanted
+        guard wanted, readPending, isWritable, !isClosed else { return false }
+        readPending = false
+        return true
+    }
+
+    /// Bytes moved in either direction of a streamed exchange: the idle clock restarts.
+    mutating func streamed(now: Instant) {
+        lastActivity = now
+    }
+
+    /// A streamed answer's head is about to be written: whether it must say
+    /// `connection: close`. An answer that begins before the request has ended closes the
+    /// connection after it (the rest of the request body is not worth waiting for).
+    mutating func willStreamAnswer() -> Bool {
+        if case .streaming(_, ended: false) = phase { keepAlive = false }
+        return !keepAlive
     }
 
     // MARK: Answers
@@ -205,7 +254,15 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         case .discarding:
             lastActivity = now
             return .close(outputOnly: true)
-        case .idle, .receiving, .deciding, .parked:
+        case .streaming(_, ended: false):
+            // Answered before the body ended (refused, or the upstream finished first):
+            // the rest is read away, then the connection closes.
+            lastActivity = now
+            keepAlive = false
+            bodyHeld = false
+            phase = .discarding
+            return .close(outputOnly: true)
+        case .idle, .receiving, .deciding, .parked, .streaming:
             lastActivity = now
             if keepAlive {
                 phase = .idle
@@ -241,8 +298,8 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
     mutating func writabilityChanged(_ isWritable: Bool) -> WritabilityAction {
         self.isWritable = isWritable
         guard isWritable else { return .none }
-        let read = readPending
-        readPending = false
+        let read = readPending && !bodyHeld
+        if read { readPending = false }
         if case .parked(let request) = phase {
             phase = .deciding
             return .resume(request, read: read)
@@ -253,7 +310,7 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
     /// Whether a read may go to the socket now; a held read is passed on when it drains.
     mutating func readRequested() -> Bool {
         if isClosed { return false }
-        guard isWritable else {
+        guard isWritable, !bodyHeld else {
             readPending = true
             return false
         }

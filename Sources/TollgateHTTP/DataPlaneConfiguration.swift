@@ -1,27 +1,25 @@
 import NIOCore
+import Synchronization
 import TollgateCore
 
-/// One API the gateway serves: requests to `/NAME` answer `200` with `body` as text/plain.
-///
-/// Fixed bodies are the old service's behaviour; upstream routes will add a forwarding kind.
-public struct APIRoute: Sendable, Hashable {
-    public var name: String
-    public var body: String
+/// The route table in force, swapped whole on reload (`SIGHUP`) without touching a
+/// connection: each request reads it once, so a request never sees half of two tables.
+public final class LiveRoutes: Sendable {
+    private let table: Mutex<RouteTable>
 
-    public init(name: String, body: String) {
-        self.name = name
-        self.body = body
-    }
+    public init(_ table: RouteTable = .builtIn) { self.table = Mutex(table) }
 
-    /// The old service's three APIs: `/api1` answers `API1`, and so on.
-    public static let defaults = (1...3).map { APIRoute(name: "api\($0)", body: "API\($0)") }
+    public var current: RouteTable { table.withLock { $0 } }
+
+    public func replace(with table: RouteTable) { self.table.withLock { $0 = table } }
 }
 
 /// How the data plane listens and what it protects itself against.
 public struct DataPlaneConfiguration: Sendable {
     public var host: String = "127.0.0.1"
     public var port: Int = 3000
-    public var routes: [APIRoute] = APIRoute.defaults
+    /// The routes; without a route file, the old service's `api1`..`api3`.
+    public var routes = LiveRoutes()
     /// How long a connection may wait between requests, or take to send a request's
     /// header fields, before it is closed (slow or silent clients hold a socket each).
     public var idleTimeout: TimeAmount = .seconds(60)

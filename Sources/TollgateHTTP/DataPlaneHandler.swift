@@ -9,14 +9,17 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     let clock: Clock
     let logger: Logger
     let configuration: DataPlaneConfiguration
-    /// Route name to its prebuilt `200` body and its index in the monitor's API table.
-    let routes: [String: (body: ByteBuffer, api: Int)]
+    /// The routes in force; each request reads them once.
+    let routes: LiveRoutes
+    /// Upstream connection pools, one per event loop.
+    let pools: UpstreamPools
     /// Problem to its prebuilt body (for `quota_exceeded`, the part before the policies).
     let problems: [Problem: ByteBuffer]
     /// The `quota_exceeded` prefix for a spent limit that never resets (no `Retry-After`).
     let quotaNeverResetsPrefix = ByteBuffer(string: Problem.quotaNeverResetsPrefix)
     let healthBody = ByteBuffer(string: "{\"status\":\"ok\"}")
     let notReadyBody = ByteBuffer(string: "{\"status\":\"unavailable\"}")
+    /// Metrics and the access log; its API table is the routes in force at start.
     let monitor: DataPlaneMonitor
 
     init(store: Store, clock: Clock, configuration: DataPlaneConfiguration, logger: Logger) {
@@ -24,12 +27,9 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
         self.clock = clock
         self.logger = logger
         self.configuration = configuration
-        self.routes = Dictionary(
-            configuration.routes.enumerated().map {
-                ($1.name, (body: ByteBuffer(string: $1.body), api: DataPlaneMonitor.apiIndex(ofRouteAt: $0)))
-            },
-            uniquingKeysWith: { a, _ in a })
-        self.monitor = DataPlaneMonitor(routes: configuration.routes, monitoring: configuration.monitoring)
+        self.routes = configuration.routes
+        self.pools = UpstreamPools(logger: logger)
+        self.monitor = DataPlaneMonitor(routes: configuration.routes.current, monitoring: configuration.monitoring)
         self.problems = Dictionary(uniqueKeysWithValues: Problem.allCases.map { ($0, ByteBuffer(string: $0.prebuiltBody)) })
     }
 }
@@ -46,12 +46,25 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let shared: DataPlaneShared<Store, Clock>
-    private var machine: ConnectionStateMachine<NIODeadline, HTTPRequestHead>
+    let shared: DataPlaneShared<Store, Clock>
+    var machine: ConnectionStateMachine<NIODeadline, HTTPRequestHead>
     private var idleTimer: Scheduled<Void>?
-    private var dateHeader = DateHeader()
+    var dateHeader = DateHeader()
+    /// The route table read when the request in progress began.
+    private var table = RouteTable.builtIn
+    /// The request in progress's normalized path (`nil` for a target refused as `bad_path`),
+    /// normalized once at its head.
+    private var requestPath: String?
+    /// The request being forwarded upstream, if any.
+    var exchange: ProxyExchange?
+    /// One timer per connection for upstream response timeouts, re-armed lazily.
+    var responseTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
+    /// This connection's event loop's upstream pool, found on first use.
+    var pool: UpstreamPool?
+    /// Request ids: a random tag per connection and a count.
+    var requestIDs = RequestIDs()
     /// The request being answered, for metrics and the access log.
-    private var observed = ObservedRequest()
+    var observed = ObservedRequest()
 
     init(shared: DataPlaneShared<Store, Clock>) {
         self.shared = shared
@@ -76,12 +89,14 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
 
     func channelInactive(context: ChannelHandlerContext) {
         machine.inactive()
+        abandonExchange()
         idleTimer?.cancel()
         idleTimer = nil
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        abandonExchange()
         idleTimer?.cancel()
         idleTimer = nil
     }
@@ -144,6 +159,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
             handle(head, hasBody: false, context: context)
             if read { context.read() }
         }
+        if context.channel.isWritable { exchange?.connection?.handler.resumeReads() }
         context.fireChannelWritabilityChanged()
     }
 
@@ -160,15 +176,25 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
             // After CONNECT or an upgrade request the decoder stops parsing (the bytes that
             // follow belong to another protocol): answer, then close.
             let keepAlive = head.isKeepAlive && head.method != .CONNECT && !head.headers.contains(name: "upgrade")
-            switch machine.headReceived(head, keepAlive: keepAlive, hasBody: Self.hasBody(head)) {
+            table = shared.routes.current
+            requestPath = RequestPath.normalize(head.uri)
+            var proxied: (route: Route, upstream: Upstream, path: String)? = nil
+            if let path = requestPath, case .route(let route) = resolve(path),
+                case .upstream(let upstream) = route.action, route.methods?.contains(head.method) ?? true, head.method != .CONNECT
+            {
+                proxied = (route, upstream, path)
+            }
+            switch machine.headReceived(head, keepAlive: keepAlive, hasBody: Self.hasBody(head), streams: proxied != nil) {
             case .answerNow(let head):
                 // Answer now and close rather than read a body no API wants.
                 handle(head, hasBody: true, context: context)
+            case .decideNow(let head):
+                if let proxied { startProxy(head, route: proxied.route, upstream: proxied.upstream, path: proxied.path, context: context) }
             case .wait, .ignore:
                 break
             }
-        case .body:
-            break
+        case .body(let buffer):
+            if exchange != nil { proxyBody(buffer, context: context) }
         case .end:
             switch machine.endReceived() {
             case .handle(let head):
@@ -184,6 +210,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
                 }
             case .close:
                 context.close(promise: nil)
+            case .forwardEnd:
+                proxyEnd(context: context)
             case .park, .ignore:
                 break
             }
@@ -196,49 +224,117 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         return false
     }
 
+    /// Where a normalized path goes.
+    enum Target {
+        case health, ready
+        /// The forward-auth endpoint (`below`: the original path follows it, as Envoy sends it).
+        case forwardAuth(below: Substring?)
+        case route(Route)
+        case none
+    }
+
+    func resolve(_ path: String) -> Target {
+        if path == "healthz" { return .health }
+        if path == "readyz" { return .ready }
+        if let auth = table.forwardAuthPath, path.utf8.starts(with: auth.utf8) {
+            if path.utf8.count == auth.utf8.count { return .forwardAuth(below: nil) }
+            let rest = path.utf8.dropFirst(auth.utf8.count)
+            if rest.first == UInt8(ascii: "/") { return .forwardAuth(below: Substring(rest)) }
+        }
+        return table.route(for: path).map(Target.route) ?? .none
+    }
+
     private func handle(_ head: HTTPRequestHead, hasBody: Bool, context: ChannelHandlerContext) {
         let isHead = head.method == .HEAD
-        guard let path = RequestPath.normalize(head.uri) else {
+        guard let path = requestPath else {
             return writeProblem(.badPath, isHead: isHead, context: context)
         }
-        let route = shared.routes[path]
-        let routeBody = route?.body
-        observed.api = route?.api ?? 0
-        let isHealth = path == "healthz" || path == "readyz"
-        guard routeBody != nil || isHealth else {
+        let route: Route
+        switch resolve(path) {
+        case .none:
             return writeProblem(.notFound, isHead: isHead, context: context)
+        case .health, .ready:
+            guard head.method == .GET || isHead else {
+                return writeProblem(.methodNotAllowed, allow: "GET, HEAD", isHead: false, context: context)
+            }
+            if hasBody { return writeProblem(.bodyNotAllowed, isHead: isHead, context: context) }
+            observed.outcome = .health
+            if path == "healthz" {
+                return write(status: .ok, headers: Self.jsonHeaders(), body: shared.healthBody, isHead: isHead, context: context)
+            }
+            return checkReadiness(isHead: isHead, context: context)
+        case .forwardAuth(let below):
+            return forwardAuth(head, below: below, hasBody: hasBody, context: context)
+        case .route(let found):
+            route = found
         }
-        guard head.method == .GET || isHead else {
-            return writeProblem(.methodNotAllowed, isHead: false, context: context)
+        observe(route)
+        guard route.methods?.contains(head.method) ?? true else {
+            return writeProblem(.methodNotAllowed, allow: route.allowField, isHead: false, context: context)
         }
+        // Upstream routes stream from the head on; a request here is for a fixed answer.
         if hasBody {
             return writeProblem(.bodyNotAllowed, isHead: isHead, context: context)
         }
-        if isHealth { observed.outcome = .health }
-        if path == "healthz" {
-            return write(status: .ok, headers: Self.jsonHeaders(), body: shared.healthBody, isHead: isHead, context: context)
+        guard case .fixed(let fixed) = route.action, let body = table.fixedBodies[route.name] else {
+            return writeProblem(.notFound, isHead: isHead, context: context)
         }
-        guard let routeBody else { return checkReadiness(isHead: isHead, context: context) }
+        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { decision, headers in
+            var headers = headers
+            headers.add(name: "content-type", value: fixed.contentType)
+            self.write(status: HTTPResponseStatus(statusCode: fixed.status), headers: headers, body: body, isHead: isHead, context: context)
+        }
+    }
 
-        guard let secret = Self.secret(in: head.headers) else {
+    /// Checks the key, asks the store, and answers any refusal; `admitted` runs on an
+    /// admission with the RateLimit fields ready.
+    func decide(
+        _ requestHeaders: HTTPHeaders,
+        route: Route,
+        path: String,
+        isHead: Bool,
+        context: ChannelHandlerContext,
+        admitted: @escaping (AdmissionDecision, HTTPHeaders) -> Void
+    ) {
+        guard let secret = Self.secret(in: requestHeaders) else {
             return writeProblem(.missingAPIKey, isHead: isHead, context: context)
         }
         // A mistyped or forged `tg_` key fails its checksum: refused without a store lookup.
         guard secret.utf8.count <= KeyIssuer.maximumSecretLength, KeySecret.isPlausible(secret) else {
             return writeProblem(.invalidAPIKey, isHead: isHead, context: context)
         }
-        let request = AdmissionRequest(digest: KeyDigest(secret: secret), api: path, path: path, now: shared.clock.now)
+        let request = AdmissionRequest(
+            digest: KeyDigest(secret: secret), api: route.name, path: route.scopePath(for: path), now: shared.clock.now)
         let promise = context.eventLoop.makePromise(of: AdmissionDecision.self)
         shared.store.admit(request, promise: promise)
         promise.futureResult.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let decision):
-                self.answer(decision, api: path, body: routeBody, isHead: isHead, context: context)
+                self.observed.keyID = decision.keyID
+                if let id = decision.keyID, self.shared.logger.logLevel <= .debug {
+                    self.shared.logger.debug(
+                        "decided", metadata: ["key": "\(id)", "api": "\(route.name)", "outcome": "\(decision.outcome.rawValue)"])
+                }
+                var headers = HTTPHeaders()
+                headers.reserveCapacity(5)
+                Self.addRateLimitFields(decision.limits, to: &headers)
+                if decision.outcome == .admitted {
+                    // A proxied request keeps it when forwarded; an upstream failure replaces it.
+                    self.observed.outcome = .admitted
+                    return admitted(decision, headers)
+                }
+                self.refuse(decision, headers: headers, isHead: isHead, context: context)
             case .failure(let error):
                 self.shared.logger.error("the store failed a decision", metadata: ["error": "\(error)"])
                 self.writeProblem(.storeUnavailable, isHead: isHead, context: context)
             }
         }
+    }
+
+    /// Names the request's API for metrics (an index) and the access log (the name).
+    func observe(_ route: Route) {
+        observed.api = shared.monitor.apiIndex(of: route.name)
+        if shared.monitor.keepsHeads { observed.apiName = route.name }
     }
 
     private func checkReadiness(isHead: Bool, context: ChannelHandlerContext) {
@@ -256,19 +352,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         }
     }
 
-    private func answer(_ decision: AdmissionDecision, api: String, body: ByteBuffer, isHead: Bool, context: ChannelHandlerContext) {
-        observed.keyID = decision.keyID
-        if let id = decision.keyID, shared.logger.logLevel <= .debug {
-            shared.logger.debug("decided", metadata: ["key": "\(id)", "api": "\(api)", "outcome": "\(decision.outcome.rawValue)"])
-        }
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(5)
-        Self.addRateLimitFields(decision.limits, to: &headers)
-        if decision.outcome == .admitted {
-            observed.outcome = .admitted
-            headers.add(name: "content-type", value: "text/plain; charset=utf-8")
-            return write(status: .ok, headers: headers, body: body, isHead: isHead, context: context)
-        }
+    private func refuse(_ decision: AdmissionDecision, headers: HTTPHeaders, isHead: Bool, context: ChannelHandlerContext) {
+        var headers = headers
         let problem = Problem(decision.outcome)
         if problem == .quotaExceeded {
             // The detail says when to retry only when Retry-After is there to say it.
@@ -329,8 +414,9 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         ["content-type": "application/json"]
     }
 
-    private func writeProblem(
+    func writeProblem(
         _ problem: Problem,
+        allow: String = "GET, HEAD",
         body: ByteBuffer? = nil,
         headers: HTTPHeaders = HTTPHeaders(),
         isHead: Bool,
@@ -342,14 +428,16 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         switch problem {
         case .missingAPIKey: headers.add(name: "www-authenticate", value: "Bearer")
         case .invalidAPIKey, .keyRevoked, .keyExpired: headers.add(name: "www-authenticate", value: "Bearer error=\"invalid_token\"")
-        case .methodNotAllowed: headers.add(name: "allow", value: "GET, HEAD")
-        case .badRequest, .headersTooLarge, .bodyNotAllowed: machine.closeAfterAnswer()
+        case .methodNotAllowed: headers.add(name: "allow", value: allow)
+        case .badRequest, .headersTooLarge, .bodyNotAllowed, .bodyTooLarge: machine.closeAfterAnswer()
         default: break
         }
         write(status: problem.status, headers: headers, body: body ?? shared.problems[problem]!, isHead: isHead, context: context)
     }
 
-    private func write(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, isHead: Bool, context: ChannelHandlerContext) {
+    func write(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, isHead: Bool, context: ChannelHandlerContext) {
+        // A whole answer (a refusal, 502, 504) ends any forwarding under way.
+        if exchange != nil { abandonExchange() }
         let now = context.eventLoop.now
         let action = machine.willWriteAnswer(now: now)
         // Before the end is written: that may deliver the next pipelined request at once.
@@ -364,6 +452,11 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         if case .close = action { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        endAnswer(action, context: context)
+    }
+
+    /// Writes an answer's end and carries out the machine's `action` for it.
+    func endAnswer(_ action: ConnectionStateMachine<NIODeadline, HTTPRequestHead>.WriteAction, context: ChannelHandlerContext) {
         switch action {
         case .keepOpen:
             // Writing the end makes the pipelining handler deliver the next buffered
@@ -375,6 +468,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 loopBound.value.close(mode: outputOnly ? .output : .all, promise: nil)
             }
+            // A refused body still arriving is read away (it may have been held).
+            if outputOnly, machine.bodyWanted(true) { context.read() }
         case .drop:
             break
         }

@@ -60,6 +60,9 @@ struct ObservedRequest {
     var start: NIODeadline?
     /// Index into the monitor's API names; 0 is `none`.
     var api = 0
+    /// The route's name, kept only while an access log is on (a name added by a reload
+    /// is counted as `other` but logged by its name).
+    var apiName: String?
     var outcome = RequestOutcome.other
     var keyID: KeyID?
     /// Kept only while an access log is on.
@@ -79,22 +82,39 @@ struct ObservedRequest {
 }
 
 /// Records each answered request into the metrics table and the access log.
+///
+/// The `api` label values are fixed when the data plane starts: `none` (no route matched),
+/// then the name of every route in the table in force at start, in the table's order
+/// (longest prefix first, each name once), then `other`. Routes are reloadable (`SIGHUP`),
+/// metrics handles are not: a name that only a later reload brings is counted under
+/// `other` (the access log still names it), so the label set stays bounded and counting
+/// stays an array index. A restart picks the new names up.
 final class DataPlaneMonitor: Sendable {
-    /// `none`, then every route's API name in configuration order: the `api` label values.
+    /// `none`, the start-up routes' names, then `other`: the `api` label values.
     let apiNames: [String]
+    /// Route name to its index in `apiNames`.
+    private let apiIndices: [String: Int]
     let metrics: DataPlaneMetrics?
     let accessLog: AccessLog?
     var keepsHeads: Bool { accessLog != nil }
 
-    init(routes: [APIRoute], monitoring: DataPlaneMonitoring) {
-        let apiNames = ["none"] + routes.map(\.name)
+    init(routes: RouteTable, monitoring: DataPlaneMonitoring) {
+        var apiNames = ["none"]
+        var apiIndices: [String: Int] = [:]
+        for route in routes.routes where apiIndices[route.name] == nil {
+            apiIndices[route.name] = apiNames.count
+            apiNames.append(route.name)
+        }
+        apiNames.append("other")
         self.apiNames = apiNames
+        self.apiIndices = apiIndices
         metrics = monitoring.metricsFactory.map { DataPlaneMetrics(apiNames: apiNames, factory: $0) }
         accessLog = monitoring.accessLog
     }
 
-    /// The index of route number `position` (in configuration order) in the API table.
-    static func apiIndex(ofRouteAt position: Int) -> Int { position + 1 }
+    /// The index of the API named `name` in `apiNames`; `other` for a name added by a reload.
+    @inline(__always)
+    func apiIndex(of name: String) -> Int { apiIndices[name] ?? apiNames.count - 1 }
 
     /// The answer to `observed` is being written (or was decided for a connection that
     /// has closed): count it, time it, log it, and start the next request afresh.
@@ -107,7 +127,7 @@ final class DataPlaneMonitor: Sendable {
                 AccessLogRecord(
                     time: clock.now,
                     keyID: observed.keyID,
-                    api: observed.api == 0 ? nil : apiNames[observed.api],
+                    api: observed.apiName ?? (observed.api == 0 ? nil : apiNames[observed.api]),
                     method: observed.method,
                     uri: observed.uri,
                     status: status.code,

@@ -20,17 +20,23 @@ public enum Problem: String, Sendable, CaseIterable {
     case bodyNotAllowed = "body_not_allowed"
     case headersTooLarge = "headers_too_large"
     case badRequest = "bad_request"
+    case bodyTooLarge = "body_too_large"
+    case upstreamUnavailable = "upstream_unavailable"
+    case upstreamTimeout = "upstream_timeout"
+    case unknownRoute = "unknown_route"
 
     public var status: HTTPResponseStatus {
         switch self {
         case .missingAPIKey, .invalidAPIKey, .keyRevoked, .keyExpired: .unauthorized
         case .scopeDenied: .forbidden
         case .quotaExceeded: .tooManyRequests
-        case .notFound: .notFound
+        case .notFound, .unknownRoute: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .badPath, .badRequest: .badRequest
         case .storeUnavailable: .serviceUnavailable
-        case .bodyNotAllowed: .payloadTooLarge
+        case .bodyNotAllowed, .bodyTooLarge: .payloadTooLarge
+        case .upstreamUnavailable: .badGateway
+        case .upstreamTimeout: .gatewayTimeout
         case .headersTooLarge: .requestHeaderFieldsTooLarge
         }
     }
@@ -45,11 +51,16 @@ public enum Problem: String, Sendable, CaseIterable {
         case .quotaExceeded:
             "A quota of the API key is spent; 'violated-policies' names it and Retry-After says in how many seconds it resets."
         case .notFound: "No API is served at this path."
-        case .methodNotAllowed: "This API answers GET and HEAD only."
+        case .methodNotAllowed: "This API does not answer this method; 'Allow' lists those it does."
         case .badPath:
             "The path has a dot segment, an encoded slash, dot or backslash, an empty segment or a byte that paths may not hold."
         case .storeUnavailable: "The key store cannot be reached, so the request was not served. Try again shortly."
-        case .bodyNotAllowed: "API requests carry no body."
+        case .bodyNotAllowed: "Requests to this API carry no body."
+        case .bodyTooLarge: "The request body is larger than this API accepts."
+        case .upstreamUnavailable: "The API's server cannot be reached. Try again shortly; the request was counted."
+        case .upstreamTimeout: "The API's server did not answer in time. The request was counted."
+        case .unknownRoute:
+            "Forward-auth: the original request (X-Original-URI, X-Forwarded-Uri or the path below the auth path) is for no API this gateway knows."
         case .headersTooLarge: "The request's header fields are too large."
         case .badRequest: "The request is not valid HTTP/1.1."
         }

@@ -20,6 +20,14 @@ public enum RequestOutcome: UInt8, Sendable, CaseIterable {
     case bodyNotAllowed
     case headersTooLarge
     case badRequest
+    /// A proxied request's body above its route's limit.
+    case bodyTooLarge
+    /// The upstream could not be reached, or failed before its answer began.
+    case upstreamUnavailable
+    /// The upstream's answer did not begin in time.
+    case upstreamTimeout
+    /// A forward-auth question about a request no route serves.
+    case unknownRoute
     /// `/healthz` or `/readyz` on the data plane.
     case health
     /// An answer no outcome was set for (a new kind of answer that forgot to say).
@@ -43,6 +51,10 @@ public enum RequestOutcome: UInt8, Sendable, CaseIterable {
         case .bodyNotAllowed: Problem.bodyNotAllowed.rawValue
         case .headersTooLarge: Problem.headersTooLarge.rawValue
         case .badRequest: Problem.badRequest.rawValue
+        case .bodyTooLarge: Problem.bodyTooLarge.rawValue
+        case .upstreamUnavailable: Problem.upstreamUnavailable.rawValue
+        case .upstreamTimeout: Problem.upstreamTimeout.rawValue
+        case .unknownRoute: Problem.unknownRoute.rawValue
         }
     }
 
@@ -61,6 +73,10 @@ public enum RequestOutcome: UInt8, Sendable, CaseIterable {
         case .bodyNotAllowed: self = .bodyNotAllowed
         case .headersTooLarge: self = .headersTooLarge
         case .badRequest: self = .badRequest
+        case .bodyTooLarge: self = .bodyTooLarge
+        case .upstreamUnavailable: self = .upstreamUnavailable
+        case .upstreamTimeout: self = .upstreamTimeout
+        case .unknownRoute: self = .unknownRoute
         }
     }
 }

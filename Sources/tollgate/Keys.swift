@@ -178,7 +178,7 @@ extension Keys {
 }
 
 /// The APIs this build serves, which `keys create` and `keys import` check limits against.
-let servedRoutes = APIRoute.defaults.map(\.name)
+let servedRoutes = Route.defaults.map(\.name)
 
 /// The error for an id no key has, quoting at most a short excerpt of what was typed.
 func noKey(_ id: String) -> TollgateError {

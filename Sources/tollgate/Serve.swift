@@ -45,6 +45,11 @@ struct Serve: AsyncParsableCommand {
     )
     var storeTimeout = 2000
     @Option(
+        name: .customLong("config"),
+        help: "A route file (YAML; 'tollgate routes check FILE' validates it). Without one, the built-in api1..api3. SIGHUP reloads it."
+    )
+    var config: String?
+    @Option(
         name: .customLong("admin-token-file"),
         help: ArgumentHelp(
             "A file holding the admin API's bearer token (one line); preferred to --admin-token. Without a token, /admin/v1 answers 404.",
@@ -135,6 +140,22 @@ struct Serve: AsyncParsableCommand {
         let accessLog = try telemetry.accessLog(monitoring, logger: logger)
 
         var dataPlane = DataPlaneConfiguration(host: host, port: port)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let config {
+            do {
+                dataPlane.routes = LiveRoutes(try RouteFile.load(path: config))
+            } catch {
+                let lines = error.problems.map { problem in
+                    problem.line.map { "\(config):\($0): \(problem.message)" } ?? "\(config): \(problem.message)"
+                }
+                throw TollgateError(
+                    .invalidInput,
+                    "the route file has problems:\n" + lines.joined(separator: "\n")
+                        + "\nfix them ('tollgate routes check \(config)' lists them) and start again"
+                )
+            }
+            services.append(.init(service: RouteReloader(path: config, routes: dataPlane.routes, logger: logger)))
+        }
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
         dataPlane.monitoring = DataPlaneMonitoring(metricsFactory: telemetry.factory, accessLog: accessLog)
         let descriptorLimit = DescriptorLimit.raiseToHardLimit()
@@ -177,7 +198,7 @@ struct Serve: AsyncParsableCommand {
                 services: [.init(service: store)] + accessLogService + [
                     .init(service: server),
                     .init(service: StartsAfter(dataPlaneBound, admin)),
-                ],
+                ] + services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

@@ -16,7 +16,7 @@ struct Tollgate: AsyncParsableCommand {
             Store URLs: sqlite:PATH (default sqlite:tollgate.sqlite); memory: for 'serve' only.
             """,
         version: version,
-        subcommands: [Serve.self, Keys.self, Usage.self],
+        subcommands: [Serve.self, Keys.self, Usage.self, Routes.self],
         defaultSubcommand: Serve.self
     )
 

@@ -128,6 +128,67 @@ import TollgateTestSupport
     }
 }
 
+/// A streamed (proxied) request: decided from its head, its body held until wanted.
+@Suite struct StreamingStateMachineTests {
+    typealias Machine = ConnectionStateMachine<NIODeadline, String>
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    @Test func theBodyIsHeldUntilWantedAndFollowsTheUpstreamsDemand() {
+        var machine = Machine(idleTimeout: .seconds(60), now: t0)
+        _ = machine.activated(now: t0)
+        guard case .decideNow("a") = machine.headReceived("a", keepAlive: true, hasBody: true, streams: true) else {
+            Issue.record("a streamed request is decided from its head")
+            return
+        }
+        let v1 = machine.readRequested()
+        #expect(!v1, "no body is read before the request is admitted")
+        let v2 = machine.bodyWanted(true)
+        #expect(v2, "the held read goes out once the upstream is ready")
+        let v3 = machine.readRequested()
+        #expect(v3)
+        let v4 = machine.bodyWanted(false)
+        #expect(!v4)
+        let v5 = machine.readRequested()
+        #expect(!v5, "a full upstream holds the body")
+        let v6 = machine.bodyWanted(true)
+        #expect(v6)
+        guard case .forwardEnd = machine.endReceived() else {
+            Issue.record("the body's end goes upstream")
+            return
+        }
+        let v7 = machine.readRequested()
+        #expect(v7, "after the end, reads are for the next request")
+        let v8 = machine.willStreamAnswer()
+        #expect(!v8, "a whole request keeps the connection")
+        let v9 = machine.willWriteAnswer(now: t0)
+        #expect(v9 == .keepOpen)
+    }
+
+    @Test func anAnswerBeforeTheBodyEndsClosesAfterReadingItAway() {
+        var machine = Machine(idleTimeout: .seconds(60), now: t0)
+        _ = machine.headReceived("a", keepAlive: true, hasBody: true, streams: true)
+        let v10 = machine.willStreamAnswer()
+        #expect(v10, "the answer says connection: close")
+        let v11 = machine.willWriteAnswer(now: t0)
+        #expect(v11 == .close(outputOnly: true))
+        let v12 = machine.readRequested()
+        #expect(v12, "the rest of the body is read away")
+        guard case .close = machine.endReceived() else {
+            Issue.record("the connection closes once the body has ended")
+            return
+        }
+    }
+
+    @Test func aStalledStreamIsClosedAfterTheIdleTimeout() {
+        var machine = Machine(idleTimeout: .seconds(10), now: t0)
+        _ = machine.activated(now: t0)
+        _ = machine.headReceived("a", keepAlive: true, hasBody: true, streams: true)
+        machine.streamed(now: t0 + .seconds(5))
+        #expect(machine.timerFired(now: t0 + .seconds(10)) == .rearm(t0 + .seconds(15)))
+        #expect(machine.timerFired(now: t0 + .seconds(15)) == .close)
+    }
+}
+
 /// The handler on an `EmbeddedChannel`: the event loop's clock is moved by hand.
 @Suite struct DataPlaneHandlerTests {
     func makeChannel(idleTimeout: TimeAmount = .seconds(60)) throws -> EmbeddedChannel {

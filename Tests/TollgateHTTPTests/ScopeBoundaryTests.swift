@@ -1,3 +1,4 @@
+import NIOHTTP1
 import Testing
 import TollgateCore
 import TollgateHTTP
@@ -6,11 +7,15 @@ import TollgateTestSupport
 /// Scopes and limits on a live data plane that serves names sharing a prefix
 /// (`/api`, `/api1`, `/api10`, `/api1/x`): a trailing `*` stops at a `/` boundary.
 @Suite struct ScopeBoundaryTests {
-    static let routes = ["api", "api1", "api10", "api1/x", "api2"].map { APIRoute(name: $0, body: $0.uppercased()) }
+    static let routes = RouteTable(
+        routes: ["api", "api1", "api10", "api1/x", "api2"].map {
+            Route(name: $0, prefix: $0, exact: true, methods: [.GET, .HEAD], action: .fixed(FixedAnswer(body: $0.uppercased())))
+        }
+    )
 
     @Test(arguments: GatewayStore.allCases)
     func aTrailingStarNeverReachesALongerName(kind: GatewayStore) async throws {
-        try await withGateway(kind, configure: { $0.routes = Self.routes }) { port, store in
+        try await withGateway(kind, configure: { $0.routes = LiveRoutes(Self.routes) }) { port, store in
             try await makeKey(in: store, scopes: ["api1*"], secret: "tree")
             try await makeKey(in: store, scopes: ["api*"], secret: "api-star")
             try await makeKey(in: store, scopes: ["ap*", "a*"], secret: "short-stars")
@@ -29,7 +34,7 @@ import TollgateTestSupport
 
     @Test(arguments: GatewayStore.allCases)
     func aStarLimitDoesNotMeterLongerNames(kind: GatewayStore) async throws {
-        try await withGateway(kind, configure: { $0.routes = Self.routes }) { port, store in
+        try await withGateway(kind, configure: { $0.routes = LiveRoutes(Self.routes) }) { port, store in
             try await makeKey(in: store, scopes: ["*"], limits: ["api1*:1/total"], secret: "k")
             for _ in 0..<3 {
                 let unmetered = try await get(port, "/api10", key: "k")

@@ -71,6 +71,45 @@ public final class TestHTTPConnection {
         throw TestHTTPError.noResponse
     }
 
+    /// Sends a request with a body of `bodyBytes` bytes written in 64 KiB chunks as the
+    /// connection takes them, never held whole.
+    public func writeStreaming(_ method: HTTPMethod, _ target: String, headers: [(String, String)] = [], bodyBytes: Int) async throws {
+        var fields = HTTPHeaders(headers)
+        fields.replaceOrAdd(name: "host", value: "localhost")
+        fields.replaceOrAdd(name: "content-length", value: String(bodyBytes))
+        try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: fields)))
+        let chunk = ByteBuffer(repeating: UInt8(ascii: "y"), count: 64 * 1024)
+        var left = bodyBytes
+        while left > 0 {
+            let size = min(left, chunk.readableBytes)
+            try await outbound.write(.body(.byteBuffer(chunk.getSlice(at: 0, length: size)!)))
+            left -= size
+        }
+        try await outbound.write(.end(nil))
+    }
+
+    /// Reads the next response, counting its body's bytes rather than keeping them; the
+    /// body is kept only if it is short (an error's problem, an echo).
+    public func readCounting() async throws -> (response: TestResponse, bodyBytes: Int) {
+        var response: TestResponse?
+        var count = 0
+        var kept = ByteBuffer()
+        while let part = try await inbound.next() {
+            switch part {
+            case .head(let head):
+                response = TestResponse(status: Int(head.status.code), headers: head.headers, body: "")
+            case .body(var chunk):
+                count += chunk.readableBytes
+                if kept.readableBytes < 64 * 1024 { kept.writeBuffer(&chunk) }
+            case .end:
+                guard var done = response else { throw TestHTTPError.noResponse }
+                done.body = String(buffer: kept)
+                return (done, count)
+            }
+        }
+        throw TestHTTPError.noResponse
+    }
+
     /// Sends one request and reads its response.
     public func send(_ method: HTTPMethod = .GET, _ target: String, headers: [(String, String)] = [], body: String? = nil) async throws
         -> TestResponse

@@ -1,0 +1,329 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import TollgateCore
+
+/// One request on its way to an upstream and its answer on the way back.
+final class ProxyExchange {
+    let head: HTTPRequestHead
+    let route: Route
+    let upstream: Upstream
+    let requestID: String
+    let context: ChannelHandlerContext
+    var connection: UpstreamConnection?
+    /// Body parts that arrived before the upstream connection was ready (one read's worth at most).
+    var pending: [ByteBuffer] = []
+    var bodyBytes = 0
+    var requestEnded = false
+    var endForwarded = false
+    var responseStarted = false
+    var upstreamKeepAlive = true
+    /// The admission's RateLimit fields, added to the upstream's answer.
+    var rateLimitFields = HTTPHeaders()
+    /// When the upstream's answer must have begun; set once the request is sent.
+    var responseDeadline: NIODeadline?
+    /// The key's id, sent upstream (kept for a retry).
+    var keyID: KeyID?
+    /// Whether the request was sent again on a new connection after a pooled one failed.
+    var retried = false
+
+    init(head: HTTPRequestHead, route: Route, upstream: Upstream, requestID: String, context: ChannelHandlerContext) {
+        self.head = head
+        self.route = route
+        self.upstream = upstream
+        self.requestID = requestID
+        self.context = context
+    }
+
+    var isHead: Bool { head.method == .HEAD }
+}
+
+/// Request ids: a random tag per connection and a count, unique enough to find a request
+/// in the logs on both sides without a random draw per request.
+struct RequestIDs {
+    private let tag = String(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF, radix: 16)
+    private var count = 0
+
+    mutating func next() -> String {
+        count += 1
+        return "\(tag)-\(count)"
+    }
+}
+
+// MARK: Forwarding
+
+/// Forwarding: the request is decided from its head, while its body is held; once admitted
+/// it goes upstream on a pooled connection of this event loop, its body following as the
+/// upstream takes it, and the answer streams back as the client takes it.
+extension DataPlaneHandler: UpstreamDelegate {
+    /// Header fields that concern one connection only, never forwarded either way (RFC 9110 7.6.1).
+    static var hopByHop: [String] { ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authorization"] }
+
+    func startProxy(_ head: HTTPRequestHead, route: Route, upstream: Upstream, path: String, context: ChannelHandlerContext) {
+        let isHead = head.method == .HEAD
+        observe(route)
+        if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > upstream.maxBodyBytes {
+            return writeProblem(.bodyTooLarge, isHead: isHead, context: context)
+        }
+        let exchange = ProxyExchange(head: head, route: route, upstream: upstream, requestID: requestIDs.next(), context: context)
+        self.exchange = exchange
+        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { decision, rateLimitFields in
+            guard self.exchange === exchange else { return }
+            self.connect(exchange, decision: decision, rateLimitFields: rateLimitFields)
+        }
+    }
+
+    private func connect(_ exchange: ProxyExchange, decision: AdmissionDecision, rateLimitFields: HTTPHeaders) {
+        exchange.rateLimitFields = rateLimitFields
+        exchange.keyID = decision.keyID
+        connect(exchange, fresh: false)
+    }
+
+    private func connect(_ exchange: ProxyExchange, fresh: Bool) {
+        let context = exchange.context
+        if pool == nil { pool = shared.pools.pool(for: context.eventLoop) }
+        pool!.acquire(exchange.upstream, fresh: fresh).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let connection):
+                guard self.exchange === exchange, !self.machine.isClosed else {
+                    self.pool?.release(connection, upstream: exchange.upstream)
+                    return
+                }
+                self.forward(exchange, over: connection, keyID: exchange.keyID)
+            case .failure(let error):
+                guard self.exchange === exchange else { return }
+                self.shared.logger.warning(
+                    "upstream unreachable",
+                    metadata: [
+                        "request": "\(exchange.requestID)", "api": "\(exchange.route.name)", "upstream": "\(exchange.upstream.address)",
+                        "error": "\(error)",
+                    ]
+                )
+                self.exchange = nil
+                self.writeProblem(.upstreamUnavailable, isHead: exchange.isHead, context: context)
+            }
+        }
+    }
+
+    private func forward(_ exchange: ProxyExchange, over connection: UpstreamConnection, keyID: KeyID?) {
+        let context = exchange.context
+        exchange.connection = connection
+        connection.handler.delegate = self
+        connection.handler.resumeReads()
+        var head = exchange.head
+        head.uri = exchange.upstream.target(for: head.uri, prefix: exchange.route.prefix)
+        head.version = .http1_1
+        Self.rewriteRequestHeaders(&head.headers, exchange: exchange, keyID: keyID, client: context.channel.remoteAddress)
+        if exchange.head.headers.first(name: "expect")?.lowercased() == "100-continue", !exchange.requestEnded, !exchange.retried {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        }
+        connection.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        for part in exchange.pending { connection.channel.write(HTTPClientRequestPart.body(.byteBuffer(part)), promise: nil) }
+        exchange.pending = []
+        if exchange.requestEnded {
+            sendEnd(exchange)
+        } else {
+            connection.channel.flush()
+            if connection.channel.isWritable, machine.bodyWanted(true) { context.read() }
+        }
+    }
+
+    /// Drops the hop-by-hop fields, and those that `Connection` names.
+    static func removeHopByHop(_ headers: inout HTTPHeaders) {
+        if headers.contains(name: "connection") {
+            for name in headers[canonicalForm: "connection"] { headers.remove(name: String(name)) }
+        }
+        for name in hopByHop where headers.contains(name: name) { headers.remove(name: name) }
+    }
+
+    static func rewriteRequestHeaders(_ headers: inout HTTPHeaders, exchange: ProxyExchange, keyID: KeyID?, client: SocketAddress?) {
+        removeHopByHop(&headers)
+        headers.remove(name: "expect")
+        // The key is for the gateway alone: never forwarded, whichever header carried it.
+        if let authorization = headers.first(name: "authorization"), authorization.lowercased().hasPrefix("bearer ") {
+            headers.remove(name: "authorization")
+        }
+        headers.remove(name: "x-api-key")
+        headers.remove(name: "token")
+        let originalHost = headers.first(name: "host")
+        headers.replaceOrAdd(name: "host", value: exchange.upstream.port == 80 ? exchange.upstream.host : exchange.upstream.address)
+        if let client = client?.ipAddress {
+            let prior = headers.first(name: "x-forwarded-for")
+            headers.replaceOrAdd(name: "x-forwarded-for", value: prior.map { "\($0), \(client)" } ?? client)
+        }
+        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
+        if let originalHost { headers.replaceOrAdd(name: "x-forwarded-host", value: originalHost) }
+        headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
+        if let name = exchange.upstream.keyIDHeader {
+            // A client must not be able to name a key id of its choosing.
+            headers.remove(name: name)
+            if let keyID { headers.add(name: name, value: keyID.description) }
+        }
+    }
+
+    func proxyBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard let exchange else { return }
+        exchange.bodyBytes += buffer.readableBytes
+        guard exchange.bodyBytes <= exchange.upstream.maxBodyBytes else {
+            // A chunked body that outgrew the limit: already counted, never finished upstream.
+            return failExchange(exchange, with: .bodyTooLarge, reason: "request body above the route's limit")
+        }
+        machine.streamed(now: context.eventLoop.now)
+        guard let connection = exchange.connection else {
+            exchange.pending.append(buffer)
+            return
+        }
+        connection.channel.writeAndFlush(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+        if !connection.channel.isWritable { _ = machine.bodyWanted(false) }
+    }
+
+    func proxyEnd(context: ChannelHandlerContext) {
+        guard let exchange else { return }
+        exchange.requestEnded = true
+        if exchange.connection != nil { sendEnd(exchange) }
+    }
+
+    private func sendEnd(_ exchange: ProxyExchange) {
+        guard let connection = exchange.connection, !exchange.endForwarded else { return }
+        exchange.endForwarded = true
+        connection.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        if !exchange.responseStarted {
+            let deadline = exchange.context.eventLoop.now + exchange.upstream.responseTimeout
+            exchange.responseDeadline = deadline
+            // Like the idle timer, one timer serves every request on the connection: it is
+            // moved only when a deadline comes sooner than the one it is set for.
+            if let timer = responseTimer, timer.deadline <= deadline { return }
+            armResponseTimer(at: deadline, context: exchange.context)
+        }
+    }
+
+    private func armResponseTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        responseTimer?.task.cancel()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let task = context.eventLoop.scheduleTask(deadline: deadline) {
+            loopBound.value.responseTimerFired(context: context)
+        }
+        responseTimer = (task, deadline)
+    }
+
+    private func responseTimerFired(context: ChannelHandlerContext) {
+        responseTimer = nil
+        guard let exchange, !exchange.responseStarted, let deadline = exchange.responseDeadline else { return }
+        if context.eventLoop.now >= deadline {
+            failExchange(exchange, with: .upstreamTimeout, reason: "upstream answered too slowly")
+        } else {
+            armResponseTimer(at: deadline, context: context)
+        }
+    }
+
+    /// Ends an exchange that cannot finish: closes its upstream connection (never reused) and
+    /// answers `problem` if the answer has not begun, else closes the client connection.
+    func failExchange(_ exchange: ProxyExchange, with problem: Problem, reason: String) {
+        let context = exchange.context
+        shared.logger.warning(
+            "\(reason)",
+            metadata: ["request": "\(exchange.requestID)", "api": "\(exchange.route.name)", "upstream": "\(exchange.upstream.address)"]
+        )
+        self.exchange = nil
+        if let connection = exchange.connection {
+            connection.handler.delegate = nil
+            connection.channel.close(promise: nil)
+        }
+        if exchange.responseStarted {
+            machine.inactive()
+            context.close(promise: nil)
+        } else {
+            writeProblem(problem, isHead: exchange.isHead, context: context)
+        }
+    }
+
+    /// The client connection went away: the upstream connection goes too (its request is half sent).
+    func abandonExchange() {
+        responseTimer?.task.cancel()
+        responseTimer = nil
+        guard let exchange else { return }
+        self.exchange = nil
+        if let connection = exchange.connection {
+            connection.handler.delegate = nil
+            connection.channel.close(promise: nil)
+        }
+    }
+
+    static func isIdempotent(_ method: HTTPMethod) -> Bool {
+        switch method {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
+        default: false
+        }
+    }
+
+    // MARK: UpstreamDelegate
+
+    func upstreamReceived(_ part: HTTPClientResponsePart) {
+        guard let exchange else { return }
+        let context = exchange.context
+        machine.streamed(now: context.eventLoop.now)
+        switch part {
+        case .head(let response):
+            exchange.responseStarted = true
+            exchange.upstreamKeepAlive = response.isKeepAlive
+            var headers = response.headers
+            Self.removeHopByHop(&headers)
+            for field in exchange.rateLimitFields { headers.replaceOrAdd(name: field.name, value: field.value) }
+            headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
+            // The answer was for a key: a shared cache must not hand it to others uncounted.
+            if !headers.contains(name: "cache-control") { headers.add(name: "cache-control", value: "private") }
+            if machine.willStreamAnswer() { headers.add(name: "connection", value: "close") }
+            // A streamed answer is counted and logged at its head, once, whether or not its
+            // body arrives whole: the duration is the time to the answer's first byte.
+            shared.monitor.answered(&observed, status: response.status, now: context.eventLoop.now, clock: shared.clock)
+            // Flushed at the end of the upstream's read burst, or with the end.
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
+        case .body(let buffer):
+            guard !exchange.isHead else { return }
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            if !context.channel.isWritable { exchange.connection?.handler.pauseReads() }
+        case .end:
+            self.exchange = nil
+            if let connection = exchange.connection {
+                // Reused only after a whole request and a whole keep-alive answer.
+                if exchange.endForwarded && exchange.upstreamKeepAlive {
+                    pool?.release(connection, upstream: exchange.upstream)
+                } else {
+                    connection.handler.delegate = nil
+                    connection.channel.close(promise: nil)
+                }
+            }
+            endAnswer(machine.willWriteAnswer(now: context.eventLoop.now), context: context)
+        }
+    }
+
+    func upstreamReadComplete() {
+        exchange?.context.flush()
+    }
+
+    func upstreamWritabilityChanged(_ isWritable: Bool) {
+        guard let exchange, exchange.connection != nil, !exchange.requestEnded else { return }
+        if machine.bodyWanted(isWritable) { exchange.context.read() }
+    }
+
+    func upstreamClosed(error: (any Error)?) {
+        guard let exchange else { return }
+        // A pooled connection the upstream closed while it idled fails the request sent on
+        // it before any answer: send it once more on a new connection, if it can be sent
+        // again as it was (an idempotent method, no body).
+        if let connection = exchange.connection, connection.uses > 1, !exchange.responseStarted, !exchange.retried,
+            exchange.bodyBytes == 0, exchange.requestEnded, Self.isIdempotent(exchange.head.method)
+        {
+            exchange.retried = true
+            exchange.connection = nil
+            exchange.endForwarded = false
+            exchange.responseDeadline = nil
+            shared.logger.debug("retrying on a new upstream connection", metadata: ["request": "\(exchange.requestID)"])
+            return connect(exchange, fresh: true)
+        }
+        exchange.connection = nil
+        failExchange(
+            exchange, with: .upstreamUnavailable, reason: error.map { "upstream failed: \($0)" } ?? "upstream closed the connection")
+    }
+}
