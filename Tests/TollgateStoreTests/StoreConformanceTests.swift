@@ -433,6 +433,11 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     /// A hung disk (the writer and the reader stuck) answers 503 within the operation
     /// timeout, takes no units, turns the store unready, and recovers when it resumes.
     @Test func aHungStoreAnswers503WithinTheTimeoutAndTakesNothing() async throws {
+        // It times a deadline: apart from the tests that load the machine (see LoadLock).
+        try await LoadLock.exclusively { try await hungStoreAnswers503WithinTheTimeoutAndTakesNothing() }
+    }
+
+    private func hungStoreAnswers503WithinTheTimeoutAndTakesNothing() async throws {
         var configuration = SQLiteKeyStore.Configuration(path: try path())
         configuration.operationTimeout = .milliseconds(300)
         let store = try SQLiteKeyStore(configuration: configuration)
