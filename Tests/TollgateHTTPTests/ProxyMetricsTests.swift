@@ -18,7 +18,7 @@ import TollgateTestSupport
         let upstream = try await UpstreamServer.start()
         let store = MemoryKeyStore()
         try await makeKey(in: store, limits: ["100/day"], secret: "k")
-        let routes = ProxyTests.routes(upstreamPort: upstream.port, responseTimeout: .milliseconds(300))
+        let routes = ProxyTests.routes(upstreamPort: upstream.port, responseTimeout: .seconds(1))
         do {
             try await withDataPlane(
                 store: store,

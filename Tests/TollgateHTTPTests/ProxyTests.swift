@@ -155,7 +155,7 @@ import TollgateTestSupport
     }
 
     @Test func aSlowUpstreamIs504() async throws {
-        try await withProxy(responseTimeout: .milliseconds(200)) { port, _, store in
+        try await withProxy(responseTimeout: .seconds(1)) { port, _, store in
             try await makeKey(in: store, secret: "k")
             let response = try await get(port, "/kept/slow?ms=3000", key: "k")
             #expect(response.status == 504 && response.problemCode == "upstream_timeout")
