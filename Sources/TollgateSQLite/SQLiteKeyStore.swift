@@ -474,8 +474,10 @@ public final class SQLiteKeyStore: KeyStore {
 
     // MARK: Control plane
 
+    /// The one insert path there is (`importKeys`, with its `UNIQUE` constraints and the
+    /// trigger that keeps rotated-away secrets taken), for one key.
     public func createKey(_ key: APIKey) async throws(TollgateError) {
-        let inserted = try await importKeys([key])
+        let inserted = try await importKeys(KeyArrayBatches([key]))
         if inserted == 0 {
             throw TollgateError(.keyExists, "a key with that secret or id exists already: leave out --key to generate a new secret")
         }
