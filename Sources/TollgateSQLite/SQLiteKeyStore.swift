@@ -783,8 +783,19 @@ extension SQLiteKeyStore {
     /// tests prove that requests then answer `503` within the operation timeout.
     public func stallForTesting() -> @Sendable () -> Void {
         let gate = DispatchSemaphore(value: 0)
-        writer.async { gate.wait() }
-        reader.async { gate.wait() }
+        // Returns once both threads are held: a flush or lookup loop still running would
+        // otherwise finish work queued after this call, and the disk would not look hung yet.
+        let held = DispatchSemaphore(value: 0)
+        writer.async {
+            held.signal()
+            gate.wait()
+        }
+        reader.async {
+            held.signal()
+            gate.wait()
+        }
+        held.wait()
+        held.wait()
         return {
             gate.signal()
             gate.signal()

@@ -449,8 +449,10 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
             let start = ContinuousClock.now
             async let admitted = admit(store, secret: "held")
             async let lookedUp = admit(store, secret: "never-seen")
-            #expect(try await admitted.outcome == .storeUnavailable)
-            #expect(try await lookedUp.outcome == .storeUnavailable)
+            let admittedOutcome = try await admitted.outcome
+            let lookedUpOutcome = try await lookedUp.outcome
+            #expect(admittedOutcome == .storeUnavailable, "\(admittedOutcome)")
+            #expect(lookedUpOutcome == .storeUnavailable, "\(lookedUpOutcome)")
             #expect(ContinuousClock.now - start < .seconds(2), "answered within the timeout, not when the disk came back")
             let unready = ContinuousClock.now + .seconds(2)
             while await store.isReady(), ContinuousClock.now < unready { try await Task.sleep(for: .milliseconds(20)) }
