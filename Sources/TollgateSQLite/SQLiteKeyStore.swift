@@ -306,6 +306,8 @@ public final class SQLiteKeyStore: KeyStore {
                 return lookups.reading
             }
             if batch.isEmpty { return }
+            // As in `flush`: a reader busy batch after batch is not a hung one.
+            health.withLock { $0.readerBeatSince = nil }
             let number = lookups.withLock { $0.batchNumber }
             let digests = Array(Set(batch.map(\.request.digest)))
             let started = NIODeadline.now()
@@ -400,6 +402,9 @@ public final class SQLiteKeyStore: KeyStore {
     /// so a broken disk is not hammered in a loop.
     private func flush() {
         while let batch = ledger.takeBatch() {
+            // Under steady load this loop never ends, and the health beat waits behind it:
+            // each batch is progress, so a busy writer is not taken for a hung one.
+            health.withLock { $0.writerBeatSince = nil }
             let started = NIODeadline.now()
             do {
                 // A few microseconds per commit: usage written to a file that is no longer

@@ -430,6 +430,50 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         _ = consume lock
     }
 
+    /// A busy store is not a hung one: under steady load the writer's and the reader's loops
+    /// never go idle, and the health beat queued behind them must not turn `/readyz` to 503.
+    @Test func aStoreBusyForLongerThanTheTimeoutStaysReady() async throws {
+        // It times a deadline: apart from the tests that load the machine (see LoadLock).
+        try await LoadLock.exclusively { try await busyStoreStaysReady() }
+    }
+
+    private func busyStoreStaysReady() async throws {
+        var configuration = SQLiteKeyStore.Configuration(path: try path())
+        configuration.operationTimeout = .milliseconds(100)
+        let store = try SQLiteKeyStore(configuration: configuration)
+        try await makeKey(in: store, limits: ["1000000/total"], secret: "busy")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await store.run() }
+            let end = ContinuousClock.now + .seconds(1.5)
+            // Requests arriving without pause, half admitted (commits), half new secrets
+            // (lookups), so that the writer and the reader always find a next batch.
+            // Requests arriving at a steady rate whatever the answers (an open loop, as from
+            // many clients), some with new secrets (lookups), so that the writer always finds
+            // a next batch and the reader often does.
+            let pump = Thread {
+                let loop = MultiThreadedEventLoopGroup.singleton.next()
+                var next = ContinuousClock.now
+                var count = 0
+                while next < end {
+                    while ContinuousClock.now < next {}
+                    next += .microseconds(10)
+                    count += 1
+                    let secret = count.isMultiple(of: 8) ? "unknown-\(count)" : "busy"
+                    let request = AdmissionRequest(digest: KeyDigest(secret: secret), api: "api1", path: "api1", now: SystemWallClock().now)
+                    store.admit(request, promise: loop.makePromise())
+                }
+            }
+            pump.start()
+            var unready = 0
+            while ContinuousClock.now < end {
+                if await !store.isReady() { unready += 1 }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(unready == 0, "a busy store said it was not ready")
+            group.cancelAll()
+        }
+    }
+
     /// A hung disk (the writer and the reader stuck) answers 503 within the operation
     /// timeout, takes no units, turns the store unready, and recovers when it resumes.
     @Test func aHungStoreAnswers503WithinTheTimeoutAndTakesNothing() async throws {
