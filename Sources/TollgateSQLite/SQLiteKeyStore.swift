@@ -301,8 +301,14 @@ public final class SQLiteKeyStore: KeyStore {
                 lookups.batchNumber += 1
                 swap(&lookups.reading, &lookups.pending)
                 lookups.pending.removeAll(keepingCapacity: true)
-                lookups.readingSince = .now()
-                if lookups.reading.isEmpty { lookups.isReading = false }
+                // Only a batch being read has a start: one left on the empty last turn made
+                // the watchdog call an idle reader hung two seconds later.
+                if lookups.reading.isEmpty {
+                    lookups.isReading = false
+                    lookups.readingSince = nil
+                } else {
+                    lookups.readingSince = .now()
+                }
                 return lookups.reading
             }
             if batch.isEmpty { return }

@@ -430,6 +430,27 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         _ = consume lock
     }
 
+    /// A lookup that has ended leaves nothing for the watchdog to time: the store stays ready
+    /// long after it (a leftover start once turned `/readyz` to 503 two seconds after any
+    /// first use of a key).
+    @Test func anIdleReaderAfterALookupStaysReady() async throws {
+        var configuration = SQLiteKeyStore.Configuration(path: try path())
+        configuration.operationTimeout = .milliseconds(100)
+        let store = try SQLiteKeyStore(configuration: configuration)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await store.run() }
+            #expect(try await admit(store, secret: "never-seen").outcome == .invalidKey)
+            let end = ContinuousClock.now + .milliseconds(500)
+            var unready = 0
+            while ContinuousClock.now < end {
+                if await !store.isReady() { unready += 1 }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(unready == 0, "an idle store said it was not ready")
+            group.cancelAll()
+        }
+    }
+
     /// A busy store is not a hung one: under steady load the writer's and the reader's loops
     /// never go idle, and the health beat queued behind them must not turn `/readyz` to 503.
     @Test func aStoreBusyForLongerThanTheTimeoutStaysReady() async throws {
