@@ -61,6 +61,9 @@ def write_keys(path, count):
 
 EVERY_KEY_LUA = """
 local counter = -1
+init = function(args)
+  counter = tonumber(args[1]) - 1
+end
 request = function()
   counter = counter + 1
   return wrk.format("GET", nil, {["token"] = string.format("bench-k-%%07d", counter %% %d)})
@@ -69,15 +72,16 @@ end
 
 
 def use_every_key(port, count, directory):
-    """Uses each of the count - 1 other keys once (more or less: wrk stops on time, so it
-    runs until about count requests were sent), so that the server holds them all."""
+    """Uses each of the count - 1 other keys once (each wrk run starts where the last one
+    stopped; wrk stops on time, so a few more than count requests are sent), so that the
+    server holds them all."""
     script = os.path.join(directory, "every-key.lua")
     with open(script, "w") as f:
         f.write(EVERY_KEY_LUA % (count - 1))
     sent = 0
     started = time.time()
     while sent < count - 1 and time.time() - started < 600:
-        output = subprocess.run(["wrk", "-t1", "-c64", "-d5s", "-s", script, "http://127.0.0.1:%d/api1" % port],
+        output = subprocess.run(["wrk", "-t1", "-c64", "-d5s", "-s", script, "http://127.0.0.1:%d/api1" % port, "--", str(sent)],
                                 capture_output=True, text=True, check=True).stdout
         sent += int(re.search(r"(\d+) requests in", output).group(1))
     return sent, time.time() - started
@@ -208,6 +212,15 @@ def start_server(binary, store, directory, name="serve", event_loops=None, extra
     sys.exit("bench: the server did not start within 60 s")
 
 
+def keys_held(directory, name):
+    """tollgate_keys_held from the server's /metrics: the memory figure is per key held."""
+    import urllib.request
+    with open(os.path.join(directory, name + ".out")) as out:
+        port = int(re.search(r"Control plane: http://[^:]+:(\d+)", out.read()).group(1))
+    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+    return int(float(re.search(r"^tollgate_keys_held (\S+)$", metrics, re.M).group(1)))
+
+
 def to_ms(text):
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -292,7 +305,7 @@ def bench_in(directory, binary, count, store_mode, args, event_loops):
         held = None
         if count > 1 and not store_mode.startswith("redis"):
             sent, seconds = use_every_key(ports[0], count, directory)
-            held = (sent, seconds) + rss_mb(servers[0][0].pid)
+            held = (sent, seconds) + rss_mb(servers[0][0].pid) + (keys_held(directory, "serve0"),)
     finally:
         for process, _ in servers:
             process.send_signal(signal.SIGTERM)
@@ -341,9 +354,9 @@ def bench_in(directory, binary, count, store_mode, args, event_loops):
                 ADMITTED[(store_mode, connections)] / embedded))
     print("server RSS after the runs: %.1f MiB (peak %.1f MiB)" % (rss, peak))
     if held:
-        print("then every key used once (%d requests in %.0f s, each a first use: a lookup): RSS %.1f MiB "
-              "(peak %.1f MiB), %.0f bytes per key beyond the RSS before" % (
-                  held[0], held[1], held[2], held[3], (held[2] - rss) * 1048576 / count))
+        print("then every key used once (%d requests in %.0f s, each a first use: a lookup): %d keys held, RSS %.1f MiB "
+              "(peak %.1f MiB), %.0f bytes per held key beyond the RSS before" % (
+                  held[0], held[1], held[4], held[2], held[3], (held[2] - rss) * 1048576 / max(held[4], 1)))
 
 
 def compare(count, args):
