@@ -279,6 +279,13 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
+    /// In memory at once, in the file with the next batch (see ``GroupCommit/gaveBack(_:)``);
+    /// a key no longer held gives nothing.
+    public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?) {
+        let given = ledger.giveBack(request, decision: decision)
+        promise?.succeed(given)
+    }
+
     /// Loads a key the ledger does not hold (new, or not used since start-up), off the
     /// event loop, then decides again.
     ///
