@@ -45,7 +45,9 @@ func describe(_ route: Route) -> String {
     switch route.action {
     case .fixed(let answer): target = "answers \(answer.status)"
     case .upstream(let upstream):
-        target = "-> http://\(upstream.address)\(upstream.basePath)\(upstream.stripPrefix ? " (prefix stripped)" : "")"
+        target =
+            "-> http://\(upstream.address)\(upstream.basePath)\(upstream.stripPrefix ? " (prefix stripped)" : "")"
+            + (upstream.giveBackOn5xx ? " (unit given back on 5xx)" : "")
     }
     return "\(route.name): /\(route.prefix)\(route.exact ? "" : "/*") \(methods) \(target)"
 }
