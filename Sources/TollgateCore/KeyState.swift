@@ -179,7 +179,8 @@ public final class KeyState: CachedKey {
                 if now.windowStart > held.windowStart {
                     current = UsageCounter(windowStart: now.windowStart, used: max(0, added))
                 } else if now.windowStart == held.windowStart {
-                    current.used += added
+                    // Units given back and not yet written may exceed what the reset left.
+                    current.used = max(0, current.used + added)
                 }
             }
             counters[index] = CounterSlot(current: current, written: held)
@@ -189,8 +190,11 @@ public final class KeyState: CachedKey {
             let added = slot.current.subtracting(slot.written)
             if let index = merged.firstIndex(where: { $0.api == slot.api }) {
                 merged[index].current = merged[index].current.adding(added)
+                merged[index].current.admitted = max(0, merged[index].current.admitted)
             } else {
-                merged.append(APISlot(api: slot.api, current: added, written: APIUsage()))
+                var current = added
+                current.admitted = max(0, current.admitted)
+                merged.append(APISlot(api: slot.api, current: current, written: APIUsage()))
             }
         }
         apis = merged
