@@ -72,7 +72,7 @@ extension DataPlaneHandler: UpstreamDelegate {
         self.exchange = exchange
         decide(head.headers, route: route, path: path, isHead: isHead, context: context) { request, decision, rateLimitFields in
             guard self.exchange === exchange else { return }
-            if upstream.giveBackOn5xx { exchange.admission = (request, decision) }
+            if exchange.upstream.giveBackOn5xx { exchange.admission = (request, decision) }
             self.connect(exchange, decision: decision, rateLimitFields: rateLimitFields)
         }
     }
