@@ -37,12 +37,34 @@ public struct AdmissionDecision: Sendable, Hashable {
     public var limits: [LimitStatus]
     /// Seconds until every spent limit resets, for `Retry-After`; `nil` when one never does.
     public var retryAfter: Int64?
+    /// For an admitted request: which windows and which state of the key's usage its units
+    /// were taken from, so that ``KeyStore/giveBack(_:decision:)`` returns them there or
+    /// nowhere. `nil` for a refusal.
+    public var receipt: Receipt?
 
-    public init(outcome: Outcome, keyID: KeyID? = nil, limits: [LimitStatus] = [], retryAfter: Int64? = nil) {
+    /// Where an admission's units were taken: what a give-back needs to find them, and
+    /// nothing that costs an allocation to carry.
+    public struct Receipt: Sendable, Hashable {
+        /// The instant whose windows the units were taken from: the store's clock at the
+        /// decision (Redis's `TIME` for the Redis store), never the give-back's.
+        public var decidedAt: Timestamp
+        /// The state of the key's usage at the decision: a ``KeyState`` generation for the
+        /// stores that count in process, the usage epoch for Redis. A usage reset or a change
+        /// of limits moves it on, and a give-back from before then gives nothing.
+        public var generation: Int64
+
+        public init(decidedAt: Timestamp, generation: Int64) {
+            self.decidedAt = decidedAt
+            self.generation = generation
+        }
+    }
+
+    public init(outcome: Outcome, keyID: KeyID? = nil, limits: [LimitStatus] = [], retryAfter: Int64? = nil, receipt: Receipt? = nil) {
         self.outcome = outcome
         self.keyID = keyID
         self.limits = limits
         self.retryAfter = retryAfter
+        self.receipt = receipt
     }
 
     public static let invalidKey = AdmissionDecision(outcome: .invalidKey)

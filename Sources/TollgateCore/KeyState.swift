@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A key as the ledger holds it: the record, its counters and its per-API counts.
 ///
 /// A class so the ledger can mutate it in place under its lock; it never leaves the lock.
@@ -12,9 +14,11 @@ public final class KeyState: CachedKey {
     private var counters: [CounterSlot]
     /// Per API: admitted and refused counts, and what the store holds of them.
     private var apis: [APISlot]
-    /// Bumped whenever the limits are replaced or the usage reset, so that units taken
-    /// before are never given back to counters that did not take them.
-    package private(set) var generation: Int64 = 0
+    /// Moved on whenever the limits are replaced or the usage reset, so that units taken
+    /// before are never given back to counters that did not take them. Drawn from one
+    /// process-wide sequence, so that a key dropped from memory and loaded again never
+    /// repeats a generation an earlier copy handed out in an ``AdmissionDecision/Receipt``.
+    package private(set) var generation = KeyState.nextGeneration()
     /// The store's version of the record held (SQLite's change `seq`), so that a late,
     /// older copy never replaces a newer one.
     package var version: Int64
@@ -53,11 +57,17 @@ public final class KeyState: CachedKey {
         apis = (usage?.apis ?? [:]).map { APISlot(api: $0.key, current: $0.value, written: $0.value) }
     }
 
+    private static let generations = Atomic<Int64>(0)
+
+    private static func nextGeneration() -> Int64 {
+        generations.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
     /// Takes a new record (an update or revocation) with its policy, keeping the counts of
     /// every counter the new limits still draw on.
     func replace(key: APIKey, policy: KeyPolicy) {
         self.key = key
-        generation += 1
+        generation = Self.nextGeneration()
         guard policy !== self.policy else { return }
         let old = Dictionary(uniqueKeysWithValues: zip(self.policy.counterIDs, counters))
         let zero = UsageCounter(windowStart: 0, used: 0)
@@ -87,8 +97,9 @@ public final class KeyState: CachedKey {
             used.append(counters[slot].current.used(in: window))
             windowStarts.append(window.start)
         }
-        let decision = plan.evaluate(used: used, now: request.now, keyID: key.id)
+        var decision = plan.evaluate(used: used, now: request.now, keyID: key.id)
         if decision.outcome == .admitted {
+            decision.receipt = AdmissionDecision.Receipt(decidedAt: request.now, generation: generation)
             for (index, slot) in cached.slots.enumerated() {
                 // Never move a window backwards: after a clock step back, the later window
                 // keeps counting rather than starting afresh.
@@ -115,6 +126,33 @@ public final class KeyState: CachedKey {
         }
     }
 
+    /// Gives back the units of an admitted request that was not served after all (see
+    /// ``KeyStore/giveBack(_:decision:)``): nothing unless the key's generation is the
+    /// receipt's; then the per-API admitted count, and one unit from each counter that is
+    /// still in the window the receipt's instant falls in, never below zero.
+    ///
+    /// Stricter than ``giveBack(_:generation:)``: a counter in a later window, even one the
+    /// unit went to after a clock step back, gets nothing, since it cannot be told from a
+    /// counter that moved on.
+    /// - Returns: whether anything changed.
+    package func giveBack(_ request: AdmissionRequest, receipt: AdmissionDecision.Receipt) -> Bool {
+        guard receipt.generation == generation else { return false }
+        var changed = false
+        if let index = apis.firstIndex(where: { $0.api == request.api }), apis[index].current.admitted > 0 {
+            apis[index].current.admitted -= 1
+            changed = true
+        }
+        let cached = policy.plan(for: request.path, key: key)
+        for (counter, slot) in zip(cached.plan.counters, cached.slots) {
+            let window = counter.period.window(containing: receipt.decidedAt)
+            if counters[slot].current.windowStart == window.start, counters[slot].current.used > 0 {
+                counters[slot].current.used -= 1
+                changed = true
+            }
+        }
+        return changed
+    }
+
     /// Starts every counter and per-API count again from zero, as the store does. A new
     /// generation, so that a request admitted before and answered `503` after gives nothing
     /// back to the new counts.
@@ -123,7 +161,7 @@ public final class KeyState: CachedKey {
     /// counts then start from it plus what this process counted and has not written yet (it
     /// will be written, as an increment, exactly as the store applies it).
     func resetUsage(epoch: Int64? = nil, stored: UsageSnapshot? = nil) {
-        generation += 1
+        generation = Self.nextGeneration()
         usageEpoch = epoch ?? usageEpoch + 1
         let zero = UsageCounter(windowStart: 0, used: 0)
         guard let stored else {
@@ -141,7 +179,8 @@ public final class KeyState: CachedKey {
                 if now.windowStart > held.windowStart {
                     current = UsageCounter(windowStart: now.windowStart, used: max(0, added))
                 } else if now.windowStart == held.windowStart {
-                    current.used += added
+                    // Units given back and not yet written may exceed what the reset left.
+                    current.used = max(0, current.used + added)
                 }
             }
             counters[index] = CounterSlot(current: current, written: held)
@@ -151,8 +190,11 @@ public final class KeyState: CachedKey {
             let added = slot.current.subtracting(slot.written)
             if let index = merged.firstIndex(where: { $0.api == slot.api }) {
                 merged[index].current = merged[index].current.adding(added)
+                merged[index].current.admitted = max(0, merged[index].current.admitted)
             } else {
-                merged.append(APISlot(api: slot.api, current: added, written: APIUsage()))
+                var current = added
+                current.admitted = max(0, current.admitted)
+                merged.append(APISlot(api: slot.api, current: current, written: APIUsage()))
             }
         }
         apis = merged

@@ -16,6 +16,21 @@ public protocol KeyStore: Service {
     /// Called on the request's event loop; must not block it.
     func admit(_ request: AdmissionRequest, promise: EventLoopPromise<AdmissionDecision>)
 
+    /// Gives back the units an admitted request took, for a request that was not served
+    /// after all (its upstream failed, on a route with `give_back_on_5xx`).
+    ///
+    /// One unit goes back to each counter the admission took from, only while that counter
+    /// is still in the window the unit was taken in (never into a later one) and never below
+    /// zero; the key's admitted count for the API goes back by one. After a usage reset or a
+    /// change of the key's limits (``AdmissionDecision/receipt`` no longer matches), nothing
+    /// is given back. Best effort and never more: a give-back that cannot be made (the store
+    /// is down, the key left the cache) gives nothing, so the request stays counted.
+    ///
+    /// Called on the request's event loop; must not block it. The data plane passes no
+    /// `promise` and does not wait; one passed is completed with whether anything was given
+    /// back (in memory: for SQLite, the file follows with the next batch).
+    func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?)
+
     /// Whether the store can serve requests now, for `/readyz`.
     func isReady() async -> Bool
 
@@ -68,6 +83,12 @@ public protocol KeyStore: Service {
 }
 
 extension KeyStore {
+    /// Gives back an admitted request's units without waiting (see
+    /// ``giveBack(_:decision:promise:)``).
+    public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision) {
+        giveBack(request, decision: decision, promise: nil)
+    }
+
     /// Replaces a key's record; a revocation stays (see ``updateKey(_:keepingRevocation:)``).
     public func updateKey(_ key: APIKey) async throws(TollgateError) {
         try await updateKey(key, keepingRevocation: true)

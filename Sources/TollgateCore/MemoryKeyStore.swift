@@ -21,6 +21,11 @@ public struct MemoryKeyStore: KeyStore {
         }
     }
 
+    public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?) {
+        let given = ledger.giveBack(request, decision: decision)
+        promise?.succeed(given)
+    }
+
     public func isReady() async -> Bool { true }
 
     public func createKey(_ key: APIKey) async throws(TollgateError) {

@@ -16,6 +16,14 @@ public protocol UsageJournal {
 
     /// Whether the ledger may drop `key` from memory (everything it counted is written).
     func mayDrop(_ key: KeyState) -> Bool
+
+    /// Called under the ledger's lock once `key` gave units back: a persistent journal
+    /// writes the difference (a negative increment) with its next batch.
+    mutating func gaveBack(_ key: KeyState)
+}
+
+extension UsageJournal {
+    public mutating func gaveBack(_ key: KeyState) {}
 }
 
 /// The journal of a store whose memory is its only copy: every decision is answered at once.
@@ -84,6 +92,19 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
                 return .decided(decision)
             }
             return .awaitingCommit(flush: flush)
+        }
+    }
+
+    /// Gives back the units of an admitted request that was not served after all, if the
+    /// ledger still holds its key (see ``KeyStore/giveBack(_:decision:)``).
+    /// - Returns: whether anything was given back.
+    @discardableResult
+    public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision) -> Bool {
+        guard decision.outcome == .admitted, let receipt = decision.receipt, let id = decision.keyID else { return false }
+        return state.withLock { state -> Bool in
+            guard let key = state.cache.entry(id: id), key.giveBack(request, receipt: receipt) else { return false }
+            state.journal.gaveBack(key)
+            return true
         }
     }
 

@@ -41,7 +41,7 @@ extension DataPlaneHandler {
         guard route.methods?.contains(original.method) ?? true else {
             return writeProblem(.methodNotAllowed, allow: route.allowField, isHead: isHead, context: context)
         }
-        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { decision, headers in
+        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { _, decision, headers in
             var headers = headers
             if let id = decision.keyID { headers.add(name: Self.forwardAuthKeyIDHeader, value: id.description) }
             self.write(status: .ok, headers: headers, body: ByteBuffer(), isHead: isHead, context: context)

@@ -26,6 +26,9 @@ final class ProxyExchange {
     var keyID: KeyID?
     /// Whether the request was sent again on a new connection after a pooled one failed.
     var retried = false
+    /// The admission to give back if the upstream fails the request, kept only on a route
+    /// with `give_back_on_5xx`; cleared once given back, so it is given back once.
+    var admission: (request: AdmissionRequest, decision: AdmissionDecision)?
 
     init(head: HTTPRequestHead, route: Route, upstream: Upstream, requestID: String, context: ChannelHandlerContext) {
         self.head = head
@@ -67,8 +70,9 @@ extension DataPlaneHandler: UpstreamDelegate {
         }
         let exchange = ProxyExchange(head: head, route: route, upstream: upstream, requestID: requestIDs.next(), context: context)
         self.exchange = exchange
-        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { decision, rateLimitFields in
+        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { request, decision, rateLimitFields in
             guard self.exchange === exchange else { return }
+            if exchange.upstream.giveBackOn5xx { exchange.admission = (request, decision) }
             self.connect(exchange, decision: decision, rateLimitFields: rateLimitFields)
         }
     }
@@ -77,6 +81,16 @@ extension DataPlaneHandler: UpstreamDelegate {
         exchange.rateLimitFields = rateLimitFields
         exchange.keyID = decision.keyID
         connect(exchange, fresh: false)
+    }
+
+    /// The upstream failed the request (a `5xx` answer, or none: `502`, `504`): on a route
+    /// with `give_back_on_5xx`, the request's units go back to the key, once. Not awaited:
+    /// the answer does not depend on it.
+    func giveBackIfAsked(_ exchange: ProxyExchange) {
+        guard let admission = exchange.admission else { return }
+        exchange.admission = nil
+        shared.store.giveBack(admission.request, decision: admission.decision)
+        shared.monitor.gaveBack(api: observed.api)
     }
 
     private func connect(_ exchange: ProxyExchange, fresh: Bool) {
@@ -100,6 +114,7 @@ extension DataPlaneHandler: UpstreamDelegate {
                     ]
                 )
                 self.exchange = nil
+                self.giveBackIfAsked(exchange)
                 self.writeProblem(.upstreamUnavailable, isHead: exchange.isHead, context: context)
             }
         }
@@ -233,6 +248,9 @@ extension DataPlaneHandler: UpstreamDelegate {
             machine.inactive()
             context.close(promise: nil)
         } else {
+            // The gateway answers for an upstream that failed; a body above the limit is the
+            // client's doing, and stays counted.
+            if problem != .bodyTooLarge { giveBackIfAsked(exchange) }
             writeProblem(problem, isHead: exchange.isHead, context: context)
         }
     }
@@ -266,6 +284,7 @@ extension DataPlaneHandler: UpstreamDelegate {
         case .head(let response):
             exchange.responseStarted = true
             exchange.upstreamKeepAlive = response.isKeepAlive
+            if exchange.admission != nil, response.status.code >= 500 { giveBackIfAsked(exchange) }
             var headers = response.headers
             Self.removeHopByHop(&headers)
             for field in exchange.rateLimitFields { headers.replaceOrAdd(name: field.name, value: field.value) }

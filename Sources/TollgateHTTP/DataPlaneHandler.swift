@@ -279,7 +279,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         guard case .fixed(let fixed) = route.action, let body = table.fixedBodies[route.name] else {
             return writeProblem(.notFound, isHead: isHead, context: context)
         }
-        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { decision, headers in
+        decide(head.headers, route: route, path: path, isHead: isHead, context: context) { _, _, headers in
             var headers = headers
             headers.add(name: "content-type", value: fixed.contentType)
             self.write(status: HTTPResponseStatus(statusCode: fixed.status), headers: headers, body: body, isHead: isHead, context: context)
@@ -287,14 +287,15 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     }
 
     /// Checks the key, asks the store, and answers any refusal; `admitted` runs on an
-    /// admission with the RateLimit fields ready.
+    /// admission with the request as the store decided it (for a give-back) and the
+    /// RateLimit fields ready.
     func decide(
         _ requestHeaders: HTTPHeaders,
         route: Route,
         path: String,
         isHead: Bool,
         context: ChannelHandlerContext,
-        admitted: @escaping (AdmissionDecision, HTTPHeaders) -> Void
+        admitted: @escaping (AdmissionRequest, AdmissionDecision, HTTPHeaders) -> Void
     ) {
         guard let secret = Self.secret(in: requestHeaders) else {
             return writeProblem(.missingAPIKey, isHead: isHead, context: context)
@@ -321,7 +322,7 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
                 if decision.outcome == .admitted {
                     // A proxied request keeps it when forwarded; an upstream failure replaces it.
                     self.observed.outcome = .admitted
-                    return admitted(decision, headers)
+                    return admitted(request, decision, headers)
                 }
                 self.refuse(decision, headers: headers, isHead: isHead, context: context)
             case .failure(let error):

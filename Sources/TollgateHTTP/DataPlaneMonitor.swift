@@ -28,6 +28,9 @@ final class DataPlaneMetrics: Sendable {
     /// One histogram per outcome: an admitted request waits for its commit, a refusal
     /// does not, and one histogram would blur the two.
     private let durations: [Timer]
+    /// `givenBack[api]`: admitted requests whose units went back because their upstream
+    /// failed them (routes with `give_back_on_5xx`); no key label, like every other.
+    private let givenBack: [Counter]
     private static let outcomes = RequestOutcome.allCases.count
 
     init(apiNames: [String], factory: any MetricsFactory) {
@@ -40,6 +43,7 @@ final class DataPlaneMetrics: Sendable {
             }
         }
         self.requests = requests
+        givenBack = apiNames.map { Counter(label: "tollgate_units_given_back_total", dimensions: [("api", $0)], factory: factory) }
         durations = RequestOutcome.allCases.map {
             Timer(label: "tollgate_request_duration_seconds", dimensions: [("outcome", $0.name)], factory: factory)
         }
@@ -50,6 +54,10 @@ final class DataPlaneMetrics: Sendable {
         let outcome = Int(outcome.rawValue)
         requests[api &* Self.outcomes &+ outcome].increment()
         durations[outcome].recordNanoseconds(nanoseconds)
+    }
+
+    func gaveBack(api: Int) {
+        givenBack[api].increment()
     }
 }
 
@@ -115,6 +123,11 @@ final class DataPlaneMonitor: Sendable {
     /// The index of the API named `name` in `apiNames`; `other` for a name added by a reload.
     @inline(__always)
     func apiIndex(of name: String) -> Int { apiIndices[name] ?? apiNames.count - 1 }
+
+    /// An admitted request's units were given back (its upstream failed it).
+    func gaveBack(api: Int) {
+        metrics?.gaveBack(api: api)
+    }
 
     /// The answer to `observed` is being written (or was decided for a connection that
     /// has closed): count it, time it, log it, and start the next request afresh.

@@ -364,10 +364,8 @@ private struct Reader {
                 fail(value, "'key_id_header' must be a header name (letters, digits, '-'), or empty to send none")
             }
         }
-        if let value = route["give_back_on_5xx"], let giveBack = readBool(value, setting: "give_back_on_5xx"), giveBack {
-            // The stores have no operation that gives a unit back yet; refusing is honest,
-            // accepting it and counting anyway would not be.
-            fail(value, "give_back_on_5xx: true is not supported yet (the stores cannot give a unit back); remove it or set false")
+        if let value = route["give_back_on_5xx"], let giveBack = readBool(value, setting: "give_back_on_5xx") {
+            upstream.giveBackOn5xx = giveBack
         }
         return upstream
     }

@@ -214,13 +214,17 @@ public final class RedisKeyStore: KeyStore {
             self.configuration.metrics.finished(.admit, startedAt: started, result: result)
             switch result {
             case .success(let reply):
-                guard let values = reply.array, values.count == plan.plan.counters.count + 2, let nowMillis = values[0].int else {
+                guard let values = reply.array, values.count == plan.plan.counters.count + 3, let nowMillis = values[0].int else {
                     self.logger.error("the admission script answered something unexpected", metadata: ["reply": "\(reply)"])
                     promise.succeed(.storeUnavailable)
                     return
                 }
-                let used = values.dropFirst(2).map { Int64($0.int ?? 0) }
-                let decision = plan.plan.evaluate(used: used, now: Timestamp(millisecondsSinceEpoch: Int64(nowMillis)), keyID: key.id)
+                let used = values.dropFirst(3).map { Int64($0.int ?? 0) }
+                let decidedAt = Timestamp(millisecondsSinceEpoch: Int64(nowMillis))
+                var decision = plan.plan.evaluate(used: used, now: decidedAt, keyID: key.id)
+                if decision.outcome == .admitted {
+                    decision.receipt = AdmissionDecision.Receipt(decidedAt: decidedAt, generation: Int64(values[2].int ?? 0))
+                }
                 // The script and the plan must agree; if they ever did not, refuse.
                 if (decision.outcome == .admitted) != (values[1].int == 1) {
                     self.logger.error("the admission script and the plan disagree", metadata: ["key": "\(key.id)"])
@@ -231,6 +235,33 @@ public final class RedisKeyStore: KeyStore {
             case .failure(let error):
                 self.logger.debug("admission failed", metadata: ["key": "\(key.id)", "error": "\(error)"])
                 promise.succeed(.storeUnavailable)
+            }
+        }
+    }
+
+    /// One script call, not awaited: it decrements the counters of the windows the
+    /// admission's own `TIME` fell in (the receipt), if the usage epoch is unchanged. A key
+    /// this instance no longer holds, or a Redis that does not answer, gives nothing.
+    public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?) {
+        guard decision.outcome == .admitted, let receipt = decision.receipt,
+            case .held(let key, let plan) = cache.withLock({ $0.lookup(request.digest, path: request.path, now: request.now) }),
+            key.id == decision.keyID
+        else {
+            promise?.succeed(false)
+            return
+        }
+        var args: [RESPArgument] = [.string(request.api), .string(String(receipt.generation))]
+        args.reserveCapacity(2 + plan.plan.counters.count)
+        for counter in plan.plan.counters {
+            args.append(.string(String(counter.period.window(containing: receipt.decidedAt).start)))
+        }
+        client.evalScript(RedisScripts.giveBack, keys: plan.keyArguments, args: args).whenComplete { result in
+            switch result {
+            case .success(let reply):
+                promise?.succeed(reply.int == 1)
+            case .failure(let error):
+                self.logger.debug("give-back failed; the request stays counted", metadata: ["key": "\(key.id)", "error": "\(error)"])
+                promise?.succeed(false)
             }
         }
     }
@@ -317,7 +348,7 @@ public final class RedisKeyStore: KeyStore {
         let fields = RedisRecord.fields(key)
         let updated = try await run(
             RedisScripts.update,
-            keys: [names.record(key.id), names.changes],
+            keys: [names.record(key.id), names.changes, names.apiUsage(key.id)],
             args: [key.id.rawValue, fields[1], fields[2], fields[3], fields[5], fields[6], keepingRevocation ? "1" : "0"]
         )
         guard updated.int == 1 else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
@@ -359,11 +390,12 @@ public final class RedisKeyStore: KeyStore {
         return key
     }
 
-    /// Deletes the key's counters and per-API counts in one command (they share a slot).
+    /// Deletes the key's counters and per-API counts and moves its usage epoch on, in one
+    /// script (they share a slot).
     public func resetUsage(id: KeyID) async throws(TollgateError) {
         guard let key = try await record(id: id) else { throw TollgateError(.keyNotFound, "no key has id \(id)") }
-        let counters = Set(key.limits.map(\.counterID)).map { RESPArgument.string(names.counter(id, $0)) }
-        _ = try await execute(RESPCommand("DEL", arguments: [.string(names.apiUsage(id))] + counters))
+        let counters = Set(key.limits.map(\.counterID)).map { names.counter(id, $0) }
+        _ = try await run(RedisScripts.resetUsage, keys: [names.apiUsage(id)] + counters, args: [])
     }
 
     public func usage(id: KeyID) async throws(TollgateError) -> UsageSnapshot? {

@@ -14,7 +14,8 @@ enum RedisScripts {
     ///   seconds, `n`: count).
     /// ARGV: api, mode (`take` or `peek` for a request out of scope), then per counter its
     ///   period and its quota.
-    /// Returns: { now in ms, 1 if admitted else 0, each counter's count before this request }.
+    /// Returns: { now in ms, 1 if admitted else 0, the key's usage epoch (field `epoch` of the
+    ///   per-API hash; 0 unless admitted), each counter's count before this request }.
     static let admit = RESPScript(
         windowFunctions + """
             local t = redis.call('TIME')
@@ -25,6 +26,7 @@ enum RedisScripts {
 
             local used, starts, ends = {}, {}, {}
             local admit = take
+            local epoch = 0
             for i = 1, n do
               local period = ARGV[1 + 2 * i]
               local quota = tonumber(ARGV[2 + 2 * i])
@@ -46,16 +48,61 @@ enum RedisScripts {
                 if ends[i] then redis.call('PEXPIREAT', KEYS[1 + i], ends[i] * 1000 + 60000) end
               end
               redis.call('HINCRBY', KEYS[1], 'admitted:' .. ARGV[1], 1)
+              epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0
             elseif take then
               redis.call('HINCRBY', KEYS[1], 'quota_exceeded:' .. ARGV[1], 1)
             else
               redis.call('HINCRBY', KEYS[1], 'scope_denied:' .. ARGV[1], 1)
             end
 
-            local reply = { nowms, admit and 1 or 0 }
-            for i = 1, n do reply[2 + i] = used[i] end
+            local reply = { nowms, admit and 1 or 0, epoch }
+            for i = 1, n do reply[3 + i] = used[i] end
             return reply
             """
+    )
+
+    /// Give-back: returns an admitted request's units (see `KeyStore.giveBack`). Nothing
+    /// unless the key's usage epoch is still the one the admission read (a reset or an edit
+    /// of the key moves it on); then one from the per-API admitted count and one from each
+    /// counter still in the window the admission took its unit from, never below zero. A
+    /// counter whose window has rolled over, or whose hash expired, gets nothing.
+    ///
+    /// KEYS: the key's per-API hash, then one hash per counter, as for the admission.
+    /// ARGV: api, the epoch the admission returned, then per counter the start of the window
+    ///   its unit was taken in (from the admission's own `TIME`, not the give-back's).
+    /// Returns: 1 if anything was given back, else 0.
+    static let giveBack = RESPScript(
+        """
+        if (tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0) ~= tonumber(ARGV[2]) then return 0 end
+        local given = 0
+        local field = 'admitted:' .. ARGV[1]
+        if (tonumber(redis.call('HGET', KEYS[1], field)) or 0) > 0 then
+          redis.call('HINCRBY', KEYS[1], field, -1)
+          given = 1
+        end
+        for i = 2, #KEYS do
+          local stored = redis.call('HMGET', KEYS[i], 'w', 'n')
+          local w, c = tonumber(stored[1]), tonumber(stored[2]) or 0
+          if w and w == tonumber(ARGV[1 + i]) and c > 0 then
+            redis.call('HSET', KEYS[i], 'n', c - 1)
+            given = 1
+          end
+        end
+        return given
+        """
+    )
+
+    /// Usage reset: deletes the key's counters and per-API counts and moves its usage epoch
+    /// on (kept in the per-API hash), so that a give-back of a unit taken before the reset
+    /// gives nothing to the new counts.
+    /// KEYS: the per-API hash, then every counter hash.
+    static let resetUsage = RESPScript(
+        """
+        local epoch = (tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0) + 1
+        redis.call('DEL', unpack(KEYS))
+        redis.call('HSET', KEYS[1], 'epoch', epoch)
+        return epoch
+        """
     )
 
     /// The UTC window of a period containing an instant, as ``QuotaPeriod/window(containing:)``
@@ -115,8 +162,11 @@ enum RedisScripts {
     )
 
     /// Changes a key's name, scopes, limits, expiry and revocation (never its digest); a
-    /// revocation held stays when ARGV[7] is '1'.
-    /// KEYS: record, change stream. ARGV: id, name, scopes, limits, expires_at, revoked_at, keep.
+    /// revocation held stays when ARGV[7] is '1'. Moves the usage epoch on, since the limits
+    /// (and so the counters a request takes from) may change: a give-back of a unit taken
+    /// before gives nothing.
+    /// KEYS: record, change stream, per-API hash. ARGV: id, name, scopes, limits, expires_at,
+    ///   revoked_at, keep.
     static let update = RESPScript(
         """
         if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -127,6 +177,7 @@ enum RedisScripts {
         end
         redis.call('HSET', KEYS[1], 'name', ARGV[2], 'scopes', ARGV[3], 'limits', ARGV[4],
           'expires_at', ARGV[5], 'revoked_at', revoked)
+        redis.call('HINCRBY', KEYS[3], 'epoch', 1)
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
         return 1
         """

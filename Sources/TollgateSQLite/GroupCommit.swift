@@ -57,6 +57,13 @@ struct GroupCommit: UsageJournal {
         !key.isDirty && key.lastBatch <= batchesFinished
     }
 
+    /// A give-back is written as the difference, with the next batch (the store's change
+    /// poll starts one within 200 ms): until then the file counts one unit too many, never
+    /// one too few.
+    mutating func gaveBack(_ key: KeyState) {
+        markDirty(key)
+    }
+
     mutating func markDirty(_ key: KeyState) {
         if !key.isDirty {
             key.isDirty = true

@@ -279,6 +279,13 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
+    /// In memory at once, in the file with the next batch (see ``GroupCommit/gaveBack(_:)``);
+    /// a key no longer held gives nothing.
+    public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?) {
+        let given = ledger.giveBack(request, decision: decision)
+        promise?.succeed(given)
+    }
+
     /// Loads a key the ledger does not hold (new, or not used since start-up), off the
     /// event loop, then decides again.
     ///
@@ -443,20 +450,35 @@ public final class SQLiteKeyStore: KeyStore {
     /// has not seen yet (the change feed brings it within 200 ms): what it counted since its
     /// last write is mostly after the reset, and dropping it would lose admitted uses; at
     /// worst a few units counted just before the reset are kept.
+    ///
+    /// A negative increment (units given back: a request that was not served, or a hung
+    /// batch that landed after its requests were answered `503`) only ever lowers a row
+    /// that exists, never below zero. It has statements of its own: in an upsert,
+    /// `excluded.used` is the value the insert would have stored, so clamping the inserted
+    /// value at zero would clamp the update's difference too.
     private static func write(_ increment: UsageIncrement, _ db: Database) throws {
         // A later window starts at the increment; the same window adds it; an earlier one
         // (a late write for a window already over) changes nothing.
         let counters = try db.cachedStatement(
             sql: """
-                INSERT INTO counters (key_id, counter, window_start, used) VALUES (?, ?, ?, MAX(0, ?))
+                INSERT INTO counters (key_id, counter, window_start, used) VALUES (?, ?, ?, ?)
                 ON CONFLICT (key_id, counter) DO UPDATE SET
-                    used = CASE WHEN excluded.window_start > window_start THEN MAX(0, excluded.used)
+                    used = CASE WHEN excluded.window_start > window_start THEN excluded.used
                         WHEN excluded.window_start = window_start THEN used + excluded.used ELSE used END,
                     window_start = MAX(window_start, excluded.window_start)
                 """
         )
+        let lowerCounter = try db.cachedStatement(
+            sql: """
+                UPDATE counters SET
+                    used = CASE WHEN window_start = ?3 THEN MAX(0, used + ?4) WHEN window_start < ?3 THEN 0 ELSE used END,
+                    window_start = MAX(window_start, ?3)
+                WHERE key_id = ?1 AND counter = ?2
+                """
+        )
         for counter in increment.counters {
-            try counters.execute(arguments: [increment.keyID.rawValue, counter.counter, counter.windowStart, counter.added])
+            let statement = counter.added < 0 ? lowerCounter : counters
+            try statement.execute(arguments: [increment.keyID.rawValue, counter.counter, counter.windowStart, counter.added])
         }
         let apis = try db.cachedStatement(
             sql: """
@@ -467,8 +489,16 @@ public final class SQLiteKeyStore: KeyStore {
                     key_revoked = key_revoked + excluded.key_revoked, key_expired = key_expired + excluded.key_expired
                 """
         )
+        let lowerAdmitted = try db.cachedStatement(
+            sql: "UPDATE api_usage SET admitted = MAX(0, admitted + ?3) WHERE key_id = ?1 AND api = ?2"
+        )
         for api in increment.apis {
-            let added = api.added
+            var added = api.added
+            if added.admitted < 0 {
+                try lowerAdmitted.execute(arguments: [increment.keyID.rawValue, api.api, added.admitted])
+                added.admitted = 0
+                guard added != APIUsage() else { continue }
+            }
             try apis.execute(arguments: [
                 increment.keyID.rawValue, api.api, added.admitted, added.scopeDenied, added.quotaExceeded, added.keyRevoked,
                 added.keyExpired,

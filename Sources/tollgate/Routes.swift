@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 import TollgateHTTP
 import UnixSignals
 
@@ -45,32 +46,121 @@ func describe(_ route: Route) -> String {
     switch route.action {
     case .fixed(let answer): target = "answers \(answer.status)"
     case .upstream(let upstream):
-        target = "-> http://\(upstream.address)\(upstream.basePath)\(upstream.stripPrefix ? " (prefix stripped)" : "")"
+        target =
+            "-> http://\(upstream.address)\(upstream.basePath)\(upstream.stripPrefix ? " (prefix stripped)" : "")"
+            + (upstream.giveBackOn5xx ? " (unit given back on 5xx)" : "")
     }
     return "\(route.name): /\(route.prefix)\(route.exact ? "" : "/*") \(methods) \(target)"
 }
 
-/// Reloads the route file on `SIGHUP`: a valid file replaces the routes for the next
-/// request on every connection (none is dropped); a bad one is refused and logged, and
-/// the routes in force stay.
-struct RouteReloader: Service {
+/// Reloads the route file on `SIGHUP`, and when the file changes: a valid file replaces
+/// the routes for the next request on every connection (none is dropped); a bad one is
+/// refused and logged, and the routes in force stay.
+///
+/// The file is polled once a second (device, inode, modification time, size: a rename
+/// over it, as editors and config managers do, shows as well as a write in place) and
+/// reloaded once its stamp has held still for one poll, so that a file caught half written
+/// is not taken. A file that disappears keeps the routes in force until it is back.
+final class RouteReloader: Service, Sendable {
     let path: String
     let routes: LiveRoutes
     let logger: Logger
+    let pollInterval: Duration
+    /// The stamp of the file last read (loaded or refused), so that each version of the
+    /// file is read once, whichever of the signal and the poll saw it first.
+    private let lastRead: Mutex<RouteFileStamp?>
+
+    init(path: String, routes: LiveRoutes, logger: Logger, pollInterval: Duration = .seconds(1)) {
+        self.path = path
+        self.pollInterval = pollInterval
+        self.routes = routes
+        self.logger = logger
+        // `serve` read the file just before making this.
+        lastRead = Mutex(RouteFileStamp(path: path))
+    }
 
     func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.followSignals() }
+                group.addTask { await self.watchFile() }
+            }
+        }
+    }
+
+    private func followSignals() async {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         for await _ in signals.cancelOnGracefulShutdown() {
+            reload(stamp: RouteFileStamp(path: path), reason: "SIGHUP")
+        }
+    }
+
+    private func watchFile() async {
+        var previous = RouteFileStamp(path: path)
+        while !Task.isCancelled {
             do {
+                try await Task.sleep(for: pollInterval)
+            } catch {
+                return
+            }
+            let stamp = RouteFileStamp(path: path)
+            defer { previous = stamp }
+            // Not yet settled, or read already.
+            guard stamp == previous, stamp != lastRead.withLock({ $0 }) else { continue }
+            guard stamp != nil else {
+                lastRead.withLock { $0 = nil }
+                logger.warning("the route file is gone; the routes in force are kept", metadata: ["file": "\(path)"])
+                continue
+            }
+            reload(stamp: stamp, reason: "file changed")
+        }
+    }
+
+    /// Reads the file as it is now; `stamp` was taken before, so that a change made during
+    /// the read is seen by the next poll.
+    private func reload(stamp: RouteFileStamp?, reason: String) {
+        lastRead.withLock { lastRead in
+            lastRead = stamp
+            do throws(RouteFileError) {
                 let table = try RouteFile.load(path: path)
                 routes.replace(with: table)
-                logger.notice("routes reloaded", metadata: ["file": "\(path)", "routes": "\(table.routes.count)"])
+                logger.notice(
+                    "routes reloaded", metadata: ["file": "\(path)", "routes": "\(table.routes.count)", "reason": "\(reason)"])
             } catch {
                 logger.error(
                     "route file refused; the routes in force are kept",
-                    metadata: ["file": "\(path)", "problems": "\(error.description.replacingOccurrences(of: "\n", with: "; "))"]
+                    metadata: [
+                        "file": "\(path)", "reason": "\(reason)",
+                        "problems": "\(error.description.replacingOccurrences(of: "\n", with: "; "))",
+                    ]
                 )
             }
         }
+    }
+}
+
+/// What tells one version of a file from another without reading it: which file the path
+/// names, when it was last written, and its size.
+struct RouteFileStamp: Hashable, Sendable {
+    var device: UInt64
+    var inode: UInt64
+    var modifiedSeconds: Int64
+    var modifiedNanoseconds: Int64
+    var size: Int64
+
+    /// `nil` when nothing is at `path`.
+    init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        #if canImport(Darwin)
+            modifiedSeconds = Int64(info.st_mtimespec.tv_sec)
+            modifiedNanoseconds = Int64(info.st_mtimespec.tv_nsec)
+        #else
+            modifiedSeconds = Int64(info.st_mtim.tv_sec)
+            modifiedNanoseconds = Int64(info.st_mtim.tv_nsec)
+        #endif
+        size = Int64(info.st_size)
     }
 }

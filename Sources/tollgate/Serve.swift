@@ -46,7 +46,8 @@ struct Serve: AsyncParsableCommand {
     var storeTimeout = 2000
     @Option(
         name: .customLong("config"),
-        help: "A route file (YAML; 'tollgate routes check FILE' validates it). Without one, the built-in api1..api3. SIGHUP reloads it."
+        help:
+            "A route file (YAML; 'tollgate routes check FILE' validates it). Without one, the built-in api1..api3. Reloaded when it changes, or on SIGHUP."
     )
     var config: String?
     @Option(

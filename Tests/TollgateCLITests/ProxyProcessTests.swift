@@ -120,6 +120,10 @@ import TollgateTestSupport
         #expect(
             good.stdout.contains("orders: /v1/orders/* GET,POST,PUT,DELETE -> http://127.0.0.1:8080/orders (prefix stripped)"),
             "\(good.stdout)")
+        let givingBack = try writeRoutes("routes:\n  - name: a\n    upstream: http://127.0.0.1:8080\n    give_back_on_5xx: true\n")
+        let accepted = try await tollgate(["routes", "check", givingBack])
+        #expect(accepted.status == 0, "\(accepted.stderr)")
+        #expect(accepted.stdout.contains("a: /a/* any method -> http://127.0.0.1:8080 (unit given back on 5xx)"), "\(accepted.stdout)")
     }
 }
 

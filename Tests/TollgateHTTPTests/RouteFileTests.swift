@@ -28,6 +28,7 @@ import TollgateCore
               - name: open
                 upstream: http://[::1]
                 key_id_header: ""
+                give_back_on_5xx: true
             """
         )
         #expect(table.forwardAuthPath == "check")
@@ -54,6 +55,7 @@ import TollgateCore
             return
         }
         #expect(openUpstream.host == "::1" && openUpstream.port == 80 && openUpstream.keyIDHeader == nil)
+        #expect(openUpstream.giveBackOn5xx, "give_back_on_5xx: true is taken as written")
         #expect(open.methods == nil, "an upstream route takes any method unless told")
     }
 
@@ -96,7 +98,8 @@ import TollgateCore
             ("routes:\n  - name: 'a b'\n    answer: { body: x }", 2, "letters, digits"),
             ("routes:\n  - name: a", 2, "either 'answer'"),
             ("routes:\n  - name: a\n    methods: [get]\n    upstream: http://x", 3, "capitals"),
-            ("routes:\n  - name: a\n    upstream: http://x\n    give_back_on_5xx: true", 4, "not supported yet"),
+            ("routes:\n  - name: a\n    upstream: http://x\n    give_back_on_5xx: maybe", 4, "must be true or false"),
+            ("routes:\n  - name: a\n    answer: { body: x }\n    give_back_on_5xx: true", 4, "upstream routes only"),
             ("routes:\n  - name: a\n    upstream: http://x\n    colour: blue", 4, "unknown route setting 'colour'"),
             ("routes:\n  - name: a\n    answer: { status: 99, body: x }", 3, "200 to 599"),
             ("routes:\n  - name: a\n    prefix: /auth\n    answer: { body: x }", 2, "forward-auth path"),
