@@ -113,44 +113,68 @@ public final class SQLiteKeyStore: KeyStore {
                 break
             }
             do {
-                let since = lastSeq
-                // One damaged row must not stall the feed for every other key: it is
-                // skipped and logged, and the feed moves past it.
-                let changes = try await read { db in
-                    try Row.fetchAll(
-                        db, sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE seq > ? ORDER BY seq", arguments: [since]
-                    )
-                    .map { row -> KeyChange in
-                        let seq: Int64 = row["seq"]
-                        do {
-                            return KeyChange(seq: seq, key: try SQLiteSchema.decodeKey(row), usageEpoch: row["usage_epoch"], problem: nil)
-                        } catch {
-                            let id = (row["id"] as String?).map { String($0.prefix(80)) } ?? "?"
-                            return KeyChange(seq: seq, key: nil, usageEpoch: 0, problem: "key row '\(id)': \(Self.describe(error))")
-                        }
+                // A page at a time: a million keys imported while serving must not be read
+                // (and held) in one go.
+                while true {
+                    let changes = try await readChanges(after: lastSeq)
+                    for change in changes {
+                        lastSeq = change.seq
+                        try await apply(change)
                     }
-                }
-                for change in changes {
-                    lastSeq = change.seq
-                    if let key = change.key {
-                        // A reset made by another process: start from what the file holds now
-                        // (the reset, and what this process wrote since), not from zero.
-                        var stored: UsageSnapshot?
-                        if let held = ledger.usageEpoch(of: key.id), held < change.usageEpoch {
-                            stored = try await read { db in try Self.loadUsage(keyID: key.id, db) }
-                        }
-                        ledger.refresh(key, version: change.seq, usageEpoch: change.usageEpoch, storedUsage: stored)
-                    } else {
-                        logger.error(
-                            "skipping a key row that cannot be read",
-                            metadata: ["seq": "\(change.seq)", "problem": "\(change.problem ?? "")"])
-                    }
+                    if changes.count < Self.changePageSize { break }
                 }
                 // Refusals are counted in memory without a commit of their own; persist them.
                 scheduleFlush()
             } catch {
                 logger.warning("cannot read key changes", metadata: ["error": "\(error)"])
             }
+        }
+    }
+
+    /// Rows read from the change feed at a time.
+    package static let changePageSize = 1000
+
+    /// The changes after `seq`, a page of them. A key this process does not hold needs no
+    /// record, only its digests (so that a secret remembered as unknown works at once): the
+    /// rest is decoded for held keys only, so that a large import costs the feed little.
+    private func readChanges(after seq: Int64) async throws(TollgateError) -> [KeyChange] {
+        try await read { [ledger] db in
+            try Row.fetchAll(
+                db, sql: "SELECT \(SQLiteSchema.keyColumns), usage_epoch FROM keys WHERE seq > ? ORDER BY seq LIMIT ?",
+                arguments: [seq, Self.changePageSize]
+            )
+            .map { row -> KeyChange in
+                let seq: Int64 = row["seq"]
+                let id: String? = row["id"]
+                if let id, ledger.usageEpoch(of: KeyID(rawValue: id)) == nil {
+                    let digests = [row["digest"], row["previous_digest"]].compactMap { (data: Data?) in data.flatMap(KeyDigest.init(bytes:))
+                    }
+                    return KeyChange(seq: seq, key: nil, digests: digests, usageEpoch: 0, problem: nil)
+                }
+                do {
+                    return KeyChange(
+                        seq: seq, key: try SQLiteSchema.decodeKey(row), digests: [], usageEpoch: row["usage_epoch"], problem: nil)
+                } catch {
+                    let id = id.map { String($0.prefix(80)) } ?? "?"
+                    return KeyChange(seq: seq, key: nil, digests: [], usageEpoch: 0, problem: "key row '\(id)': \(Self.describe(error))")
+                }
+            }
+        }
+    }
+
+    private func apply(_ change: KeyChange) async throws(TollgateError) {
+        if let key = change.key {
+            // A reset made by another process: start from what the file holds now (the
+            // reset, and what this process wrote since), not from zero.
+            var stored: UsageSnapshot?
+            if let held = ledger.usageEpoch(of: key.id), held < change.usageEpoch {
+                stored = try await read { db in try Self.loadUsage(keyID: key.id, db) }
+            }
+            ledger.refresh(key, version: change.seq, usageEpoch: change.usageEpoch, storedUsage: stored)
+        } else if let problem = change.problem {
+            logger.error("skipping a key row that cannot be read", metadata: ["seq": "\(change.seq)", "problem": "\(problem)"])
+        } else {
+            for digest in change.digests { ledger.forgetUnknown(digest) }
         }
     }
 
@@ -789,7 +813,10 @@ public final class SQLiteKeyStore: KeyStore {
 extension SQLiteKeyStore {
     struct KeyChange: Sendable {
         var seq: Int64
+        /// The record, for a key this process holds.
         var key: APIKey?
+        /// For a key it does not hold: the digests to forget as unknown.
+        var digests: [KeyDigest]
         var usageEpoch: Int64
         var problem: String?
     }

@@ -300,6 +300,48 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         #expect(try await admit(reopened, secret: "k").outcome == .quotaExceeded)
     }
 
+    /// An import of more keys than the feed reads at a time, made by another process while
+    /// the server runs: the feed pages through it, a secret the server had found unknown
+    /// works within the second, and a revocation after the import still arrives.
+    @Test func theChangeFeedPagesThroughALargeImport() async throws {
+        try await LoadLock.exclusively {
+            let path = try path()
+            var configuration = SQLiteKeyStore.Configuration(path: path)
+            configuration.unknownKeyMilliseconds = 60_000
+            let server = try SQLiteKeyStore(configuration: configuration)
+            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            let held = try await makeKey(in: cli, secret: "held").key
+            #expect(try await admit(server, secret: "held").outcome == .admitted)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                #expect(try await admit(server, secret: "last-of-many").outcome == .invalidKey)
+                let count = SQLiteKeyStore.changePageSize * 2 + 500
+                let now = SystemWallClock().now
+                var keys = try (0..<count - 1).map { index in
+                    try KeyIssuer.issue(
+                        KeyDraft(name: "", scopes: [ScopePattern(parsing: "*")], limits: []), secret: "many-\(index)", now: now
+                    ).key
+                }
+                keys.append(
+                    try KeyIssuer.issue(
+                        KeyDraft(name: "", scopes: [ScopePattern(parsing: "*")], limits: []), secret: "last-of-many", now: now
+                    ).key)
+                #expect(try await cli.importKeys(keys) == count)
+                _ = try await cli.revokeKey(id: held.id, at: now)
+                let deadline = ContinuousClock.now + .seconds(2)
+                var outcomes = (try await admit(server, secret: "last-of-many").outcome, try await admit(server, secret: "held").outcome)
+                while outcomes != (.admitted, .keyRevoked) && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                    outcomes = (try await admit(server, secret: "last-of-many").outcome, try await admit(server, secret: "held").outcome)
+                }
+                #expect(outcomes.0 == .admitted, "the last imported key works, though its secret was remembered as unknown")
+                #expect(outcomes.1 == .keyRevoked, "the revocation after the import arrived")
+                #expect(server.heldKeyCount == 2, "the feed loaded none of the keys nobody used")
+                group.cancelAll()
+            }
+        }
+    }
+
     @Test func keysMadeByAnotherProcessWorkAtOnceAndRevocationsArriveWithinASecond() async throws {
         try await LoadLock.exclusively {
             let path = try path()
