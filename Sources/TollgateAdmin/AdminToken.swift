@@ -8,18 +8,23 @@ import TollgateCore
 public struct AdminToken: Sendable {
     private let digest: KeyDigest
 
+    /// The fewest bytes of a token: the admin API creates keys and reads every key's usage,
+    /// and a short token (a word, a date) falls to guessing over the network.
+    public static let minimumLength = 16
+
     /// The most bytes of a token: it travels in one header field.
     public static let maximumLength = 4096
 
-    /// A token from the environment, a file or argv; refused when empty or not one line of
-    /// visible ASCII, so that a stray newline read from a file cannot end up in it.
+    /// A token from the environment, a file or argv; refused when shorter than
+    /// ``minimumLength`` or not one line of visible ASCII, so that a stray newline read from a
+    /// file cannot end up in it.
     public init(_ text: String) throws(TollgateError) {
-        guard !text.isEmpty, text.utf8.count <= Self.maximumLength,
+        guard (Self.minimumLength...Self.maximumLength).contains(text.utf8.count),
             text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
         else {
             throw TollgateError(
                 .invalidInput,
-                "the admin token must be 1 to \(Self.maximumLength) visible ASCII characters without spaces: generate one with 'openssl rand -hex 32'"
+                "the admin token must be \(Self.minimumLength) to \(Self.maximumLength) visible ASCII characters without spaces: generate one with 'openssl rand -hex 32'"
             )
         }
         digest = KeyDigest(secret: text)

@@ -54,13 +54,19 @@ import TollgateTestSupport
         }
     }
 
-    @Test func anAdminTokenMustBeOneLineOfVisibleASCII() throws {
-        for bad in ["", "has space", "line\nbreak", String(repeating: "x", count: AdminToken.maximumLength + 1), "é"] {
-            #expect(throws: TollgateError.self) { try AdminToken(bad) }
+    @Test func anAdminTokenMustBeOneLineOfVisibleASCIIAndLongEnough() throws {
+        let bad = [
+            "", "has space in a long token", "line\nbreak-in-a-long-token",
+            String(repeating: "x", count: AdminToken.maximumLength + 1), "é-in-a-long-enough-token",
+        ]
+        for text in bad {
+            #expect(throws: TollgateError.self, "\(text)") { try AdminToken(text) }
         }
-        let token = try AdminToken("good-token")
-        #expect(token.matches("good-token"))
-        #expect(!token.matches("good-token "))
+        #expect(throws: TollgateError.self) { try AdminToken(String(repeating: "x", count: AdminToken.minimumLength - 1)) }
+        _ = try AdminToken(String(repeating: "x", count: AdminToken.minimumLength))
+        let token = try AdminToken("good-token-0123456789")
+        #expect(token.matches("good-token-0123456789"))
+        #expect(!token.matches("good-token-0123456789 "))
         #expect(!token.matches(""))
     }
 
