@@ -54,6 +54,8 @@ public final class SQLiteKeyStore: KeyStore {
     /// Set while the file at `path` is no longer the one this store opened (deleted or
     /// replaced): every request is then refused, since its usage would go nowhere.
     private let detached = Atomic<Bool>(false)
+    /// Microseconds each commit and lookup batch takes longer, as on a slow disk; tests only.
+    private let slowDiskMicroseconds = Atomic<Int>(0)
     /// The device and inode of the file opened, to notice it being deleted or replaced.
     private let fileIdentity: FileIdentity?
     private let logger: Logger
@@ -345,6 +347,7 @@ public final class SQLiteKeyStore: KeyStore {
             if batch.isEmpty { return }
             // As in `flush`: a reader busy batch after batch is not a hung one.
             health.withLock { $0.readerBeatSince = nil }
+            slowDownForTesting()
             let number = lookups.withLock { $0.batchNumber }
             let digests = Array(Set(batch.map(\.request.digest)))
             let started = NIODeadline.now()
@@ -442,6 +445,7 @@ public final class SQLiteKeyStore: KeyStore {
             // Under steady load this loop never ends, and the health beat waits behind it:
             // each batch is progress, so a busy writer is not taken for a hung one.
             health.withLock { $0.writerBeatSince = nil }
+            slowDownForTesting()
             let started = NIODeadline.now()
             do {
                 // A few microseconds per commit: usage written to a file that is no longer
@@ -868,6 +872,17 @@ extension SQLiteKeyStore {
             gate.signal()
             gate.signal()
         }
+    }
+
+    /// Makes every commit and lookup batch take `delay` longer, as a slow (not hung) disk
+    /// would: tests prove that a store busy batch after batch stays ready.
+    public func slowDiskForTesting(_ delay: Duration) {
+        slowDiskMicroseconds.store(Int(delay / .microseconds(1)), ordering: .relaxed)
+    }
+
+    private func slowDownForTesting() {
+        let delay = slowDiskMicroseconds.load(ordering: .relaxed)
+        if delay > 0 { usleep(UInt32(delay)) }
     }
 
     /// Writes a key row (for the secret `damaged`) whose scopes cannot be read, as a damaged
