@@ -482,12 +482,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await store.run() }
             #expect(try await admit(store, secret: "never-seen").outcome == .invalidKey)
-            let end = ContinuousClock.now + .milliseconds(500)
-            var unready = 0
-            while ContinuousClock.now < end {
-                if await !store.isReady() { unready += 1 }
-                try await Task.sleep(for: .milliseconds(10))
-            }
+            let unready = try await unreadySamples(of: store, until: ContinuousClock.now + .milliseconds(500))
             #expect(unready == 0, "an idle store said it was not ready")
             group.cancelAll()
         }
@@ -525,14 +520,20 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
                     try await Task.sleep(for: .milliseconds(5))
                 }
             }
-            var unready = 0
-            while ContinuousClock.now < end {
-                if await !store.isReady() { unready += 1 }
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            let unready = try await unreadySamples(of: store, until: end)
             #expect(unready == 0, "a busy store said it was not ready")
             group.cancelAll()
         }
+    }
+
+    /// How many times the store said it was not ready, asked every 10 ms until `end`.
+    private func unreadySamples(of store: SQLiteKeyStore, until end: ContinuousClock.Instant) async throws -> Int {
+        var unready = 0
+        while ContinuousClock.now < end {
+            if await !store.isReady() { unready += 1 }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return unready
     }
 
     /// A hung disk (the writer and the reader stuck) answers 503 within the operation
