@@ -48,8 +48,16 @@ public protocol KeyStore: Service {
 
     /// Replaces a key's record (name, scopes, limits, expiry); usage is kept. A revocation is
     /// kept too unless `keepingRevocation` is false (restoring the demo keys): an edit made
-    /// from a copy read before a revocation must never bring the key back.
+    /// from a copy read before a revocation must never bring the key back. Edits of some
+    /// fields use ``editKey(id:_:)``, which cannot undo a racing edit of other fields.
     func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError)
+
+    /// Changes only the fields `edit` names, in one step, so that edits racing on different
+    /// fields (two admin calls, the CLI and a server, two instances on one Redis) all land.
+    /// Digests, rotation, revocation and usage stay; the cache of this instance takes the
+    /// new record at once, other instances through the store's change feed.
+    /// - Returns: the record as stored after the edit, or `nil` if no key has that id.
+    func editKey(id: KeyID, _ edit: KeyEdit) async throws(TollgateError) -> APIKey?
 
     /// Revokes a key in one step: from then on it is refused with `key_revoked`. A key
     /// revoked already keeps its first revocation time.

@@ -55,6 +55,10 @@ public struct MemoryKeyStore: KeyStore {
         }
     }
 
+    public func editKey(id: KeyID, _ edit: KeyEdit) async throws(TollgateError) -> APIKey? {
+        ledger.edit(id: id, edit)
+    }
+
     public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
         ledger.revoke(id: id, at: now)
     }

@@ -169,6 +169,18 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
         }
     }
 
+    /// Edits a held key in one step under the lock (for stores whose ledger is their only
+    /// copy): only the fields `edit` names change, its digests and counts stay.
+    /// - Returns: the edited record; `nil` if no key has that id.
+    public func edit(id: KeyID, _ edit: KeyEdit) -> APIKey? {
+        state.withLock { state in
+            guard let keyState = state.cache.entry(id: id) else { return nil }
+            var key = edit.applied(to: keyState.key)
+            keyState.replace(key: key, policy: state.policies.policy(for: &key))
+            return keyState.key
+        }
+    }
+
     /// Revokes a held key in one step under the lock (for stores whose ledger is their only
     /// copy); a key revoked already keeps its first revocation time.
     public func revoke(id: KeyID, at now: Timestamp) -> APIKey? {

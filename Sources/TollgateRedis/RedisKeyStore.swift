@@ -355,6 +355,25 @@ public final class RedisKeyStore: KeyStore {
         if let stored = try await record(id: key.id) { cache.withLock { $0.refresh(stored) } }
     }
 
+    /// One script sets the fields given and returns the record as it then is, so that the
+    /// cache takes exactly what was stored; other instances follow the change stream.
+    public func editKey(id: KeyID, _ edit: KeyEdit) async throws(TollgateError) -> APIKey? {
+        var pairs: [String] = []
+        if let name = edit.name { pairs += ["name", name] }
+        if let scopes = edit.scopes { pairs += ["scopes", scopes.map(\.description).joined(separator: " ")] }
+        if let limits = edit.limits { pairs += ["limits", limits.map(\.description).joined(separator: " ")] }
+        if let expiry = edit.expiry { pairs += ["expires_at", expiry.instant.map { String($0.millisecondsSinceEpoch) } ?? ""] }
+        let reply = try await run(
+            RedisScripts.edit,
+            keys: [names.record(id), names.changes, names.apiUsage(id)],
+            args: [id.rawValue] + pairs
+        )
+        guard reply.int != 0, !RedisRecord.pairs(reply).isEmpty else { return nil }
+        let key = try RedisRecord.decode(reply)
+        cache.withLock { $0.refresh(key) }
+        return key
+    }
+
     /// The Lua script moves the digests in one step; it names the index of the digest it
     /// drops in KEYS (read here first), and a rotation racing in between is retried.
     public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {

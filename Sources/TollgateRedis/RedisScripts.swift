@@ -183,6 +183,21 @@ enum RedisScripts {
         """
     )
 
+    /// Sets only the record fields given, in one step, so that edits of other fields racing
+    /// from other instances are kept (never the digests or the revocation: an edit never
+    /// brings a key back). Moves the usage epoch on and announces the change, as `update`.
+    /// KEYS: record, change stream, per-API hash. ARGV: id, then field and value pairs.
+    /// Returns: the record as stored after the edit (its field-value pairs), 0 if no such key.
+    static let edit = RESPScript(
+        """
+        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+        redis.call('HINCRBY', KEYS[3], 'epoch', 1)
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
+        return redis.call('HGETALL', KEYS[1])
+        """
+    )
+
     /// Rotates a key: the new digest's index points at the key, the current digest becomes
     /// the previous one (its index kept, so the old secret is found and refused as revoked
     /// after the overlap), and the digest rotated away before loses its index. The caller

@@ -625,6 +625,43 @@ public final class SQLiteKeyStore: KeyStore {
         ledger.refresh(stored, version: version)
     }
 
+    /// One `UPDATE` of only the given columns, and the row read back in the same transaction:
+    /// an edit of other columns racing in another process (or another store on the file)
+    /// is kept, and the ledger takes exactly what was stored.
+    public func editKey(id: KeyID, _ edit: KeyEdit) async throws(TollgateError) -> APIKey? {
+        var assignments: [String] = []
+        var values: [String?] = []
+        if let name = edit.name {
+            assignments.append("name = ?")
+            values.append(name)
+        }
+        if let scopes = edit.scopes {
+            assignments.append("scopes = ?")
+            values.append(scopes.map(\.description).joined(separator: " "))
+        }
+        if let limits = edit.limits {
+            assignments.append("limits = ?")
+            values.append(limits.map(\.description).joined(separator: " "))
+        }
+        let expiry = edit.expiry.map { $0.instant?.millisecondsSinceEpoch }
+        if expiry != nil { assignments.append("expires_at = ?") }
+        assignments.append("seq = \(SQLiteSchema.nextSeq)")
+        let sql = "UPDATE keys SET \(assignments.joined(separator: ", ")) WHERE id = ?"
+        let texts = values
+        let edited = try await write { db -> (APIKey, Int64)? in
+            var arguments = StatementArguments(texts)
+            if let expiry { arguments += [expiry] }
+            arguments += [id.rawValue]
+            try db.execute(sql: sql, arguments: arguments)
+            guard db.changesCount == 1 else { return nil }
+            return try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [id.rawValue])
+                .map { row in (try SQLiteSchema.decodeKey(row), row["seq"] as Int64) }
+        }
+        guard let (key, version) = edited else { return nil }
+        ledger.refresh(key, version: version)
+        return key
+    }
+
     /// One transaction: the new digest must be free (as a current or previous digest of any
     /// key), and the current digest moves to `previous_digest` in the same `UPDATE`.
     public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
