@@ -90,7 +90,7 @@ struct KeyRoutes<Store: KeyStore, Clock: WallClock>: Sendable {
         let id = try keyID(context)
         let body = try await AdminBody.read(request, context: context, allowed: ["name", "scopes", "limits", "expires_at"])
         let now = clock.now
-        // Every field is checked before anything is read or written: nothing half-applied.
+        // Every field is checked before anything is written: nothing half-applied.
         let name = try body.name()
         let scopes = try body.scopes()
         let limits = try body.limits()
@@ -100,12 +100,10 @@ struct KeyRoutes<Store: KeyStore, Clock: WallClock>: Sendable {
         } catch {
             throw AdminError(error, field: Self.field(of: error))
         }
-        guard var key = try await store.key(id: id) else { throw AdminError.keyNotFound(id.rawValue) }
-        if let name { key.name = name }
-        if let scopes { key.scopes = scopes }
-        if let limits { key.limits = limits }
-        if body.has("expires_at") { key.expiresAt = expiry }
-        try await store.updateKey(key)
+        // Only the fields the body names are written, in one step at the store: an edit of
+        // other fields racing from another caller or instance is kept.
+        let edit = KeyEdit(name: name, scopes: scopes, limits: limits, expiry: body.has("expires_at") ? KeyEdit.Expiry(expiry) : nil)
+        guard let key = try await store.editKey(id: id, edit) else { throw AdminError.keyNotFound(id.rawValue) }
         context.logger.notice("key updated through the admin API", metadata: ["key_id": "\(id)", "remote": "\(context.remote)"])
         return jsonResponse(KeyReport(key, now: now))
     }
