@@ -57,3 +57,31 @@ public struct KeyEdit: Sendable, Hashable {
         return key
     }
 }
+
+/// A key's record with the version the store holds it at: what an HTTP `ETag` names, so
+/// that a client can edit or revoke only the record it read (`If-Match`).
+///
+/// The version moves on with every change to the record (and may with a usage reset); it
+/// is only ever compared for equality, and only within one store.
+public struct VersionedKey: Sendable, Hashable {
+    public var key: APIKey
+    public var version: Int64
+
+    public init(key: APIKey, version: Int64) {
+        self.key = key
+        self.version = version
+    }
+
+    /// Throws `.versionMismatch` unless `expected` is `nil` or this record's version.
+    public func check(_ expected: Int64?) throws(TollgateError) {
+        guard let expected, expected != version else { return }
+        throw TollgateError.versionMismatch(key.id)
+    }
+}
+
+extension TollgateError {
+    /// The key is no longer at the version the caller read.
+    public static func versionMismatch(_ id: KeyID) -> TollgateError {
+        TollgateError(.versionMismatch, "the key \(id) has changed since it was read: read it again and repeat the change")
+    }
+}

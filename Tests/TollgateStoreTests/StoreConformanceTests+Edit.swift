@@ -128,3 +128,45 @@ extension StoreConformanceTests {
         if let second = second as? RedisKeyStore { await second.close() }
     }
 }
+
+// MARK: Versions (what the admin API's ETag and If-Match rest on)
+
+extension StoreConformanceTests {
+    @Test(arguments: StoreKind.allCases)
+    func everyChangeMovesTheVersionAndAStaleVersionChangesNothing(kind: StoreKind) async throws {
+        let (first, second) = try await kind.makeTwoHandles()
+        let now = SystemWallClock().now
+        let key = try await makeKey(in: first, limits: ["5/day"], secret: "k", now: now).key
+        let read = try #require(try await first.versionedKey(id: key.id))
+        #expect(read.key == key)
+        #expect(try await second.versionedKey(id: key.id) == read)
+        #expect(try await first.versionedKey(id: KeyID(rawValue: "key_missing")) == nil)
+
+        // An edit at the version read lands and moves the version on.
+        let edited = try #require(try await second.editKey(id: key.id, KeyEdit(name: "second"), ifVersion: read.version))
+        #expect(edited.key.name == "second" && edited.version != read.version)
+        #expect(try await first.versionedKey(id: key.id) == edited)
+
+        // The first handle's read is stale now: neither an edit nor a revocation lands.
+        await #expect {
+            try await first.editKey(id: key.id, KeyEdit(limits: []), ifVersion: read.version)
+        } throws: { ($0 as? TollgateError)?.code == .versionMismatch }
+        await #expect {
+            try await first.revokeKey(id: key.id, at: now, ifVersion: read.version)
+        } throws: { ($0 as? TollgateError)?.code == .versionMismatch }
+        let stored = try #require(try await first.versionedKey(id: key.id))
+        #expect(stored == edited, "nothing was applied")
+
+        // A rotation moves it on too; a revocation at the current version lands.
+        let until = Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch + 60_000)
+        _ = try await first.rotateKey(id: key.id, to: KeyDigest(secret: "new"), previousUntil: until)
+        let rotated = try #require(try await second.versionedKey(id: key.id))
+        #expect(rotated.version != edited.version)
+        #expect(try await second.revokeKey(id: key.id, at: now, ifVersion: rotated.version)?.revokedAt != nil)
+        #expect(try await first.versionedKey(id: key.id)?.version != rotated.version)
+        #expect(try await first.editKey(id: KeyID(rawValue: "key_missing"), KeyEdit(name: "x"), ifVersion: 1) == nil)
+        #expect(try await first.revokeKey(id: KeyID(rawValue: "key_missing"), at: now, ifVersion: 1) == nil)
+        if let first = first as? RedisKeyStore { await first.close() }
+        if let second = second as? RedisKeyStore { await second.close() }
+    }
+}
