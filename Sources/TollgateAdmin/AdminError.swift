@@ -60,6 +60,8 @@ public struct AdminError: Error, Sendable {
             self.init(status: .conflict, code: "key_exists", detail: error.message)
         case .storeUnavailable, .storeLocked:
             self.init(status: .serviceUnavailable, code: "store_unavailable", detail: error.message)
+        case .versionMismatch:
+            self.init(status: .preconditionFailed, code: "precondition_failed", detail: error.message)
         case .invalidStoreURL:
             self.init(status: .internalServerError, code: "internal_error", detail: error.message)
         }

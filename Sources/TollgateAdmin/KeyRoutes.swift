@@ -81,16 +81,18 @@ struct KeyRoutes<Store: KeyStore, Clock: WallClock>: Sendable {
         return response
     }
 
+    /// Carries the record's `ETag`, for a later `If-Match`.
     @Sendable func show(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        let key = try await existingKey(context)
-        return jsonResponse(KeyReport(key, now: clock.now))
+        let id = try keyID(context)
+        guard let stored = try await store.versionedKey(id: id) else { throw AdminError.keyNotFound(id.rawValue) }
+        return EntityTag.tagged(jsonResponse(KeyReport(stored.key, now: clock.now)), stored)
     }
 
     @Sendable func update(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let id = try keyID(context)
         let body = try await AdminBody.read(request, context: context, allowed: ["name", "scopes", "limits", "expires_at"])
         let now = clock.now
-        // Every field is checked before anything is read or written: nothing half-applied.
+        // Every field is checked before anything is written: nothing half-applied.
         let name = try body.name()
         let scopes = try body.scopes()
         let limits = try body.limits()
@@ -100,19 +102,21 @@ struct KeyRoutes<Store: KeyStore, Clock: WallClock>: Sendable {
         } catch {
             throw AdminError(error, field: Self.field(of: error))
         }
-        guard var key = try await store.key(id: id) else { throw AdminError.keyNotFound(id.rawValue) }
-        if let name { key.name = name }
-        if let scopes { key.scopes = scopes }
-        if let limits { key.limits = limits }
-        if body.has("expires_at") { key.expiresAt = expiry }
-        try await store.updateKey(key)
+        // Only the fields the body names are written, in one step at the store: an edit of
+        // other fields racing from another caller or instance is kept.
+        let edit = KeyEdit(name: name, scopes: scopes, limits: limits, expiry: body.has("expires_at") ? KeyEdit.Expiry(expiry) : nil)
+        let version = try await expectedVersion(request, id: id)
+        guard let stored = try await store.editKey(id: id, edit, ifVersion: version) else { throw AdminError.keyNotFound(id.rawValue) }
         context.logger.notice("key updated through the admin API", metadata: ["key_id": "\(id)", "remote": "\(context.remote)"])
-        return jsonResponse(KeyReport(key, now: now))
+        return EntityTag.tagged(jsonResponse(KeyReport(stored.key, now: now)), stored)
     }
 
     @Sendable func revoke(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let id = try keyID(context)
-        guard try await store.revokeKey(id: id, at: clock.now) != nil else { throw AdminError.keyNotFound(id.rawValue) }
+        let version = try await expectedVersion(request, id: id)
+        guard try await store.revokeKey(id: id, at: clock.now, ifVersion: version) != nil else {
+            throw AdminError.keyNotFound(id.rawValue)
+        }
         context.logger.notice("key revoked through the admin API", metadata: ["key_id": "\(id)", "remote": "\(context.remote)"])
         return Response(status: .noContent, headers: [.cacheControl: "no-store"])
     }
@@ -208,6 +212,21 @@ struct KeyRoutes<Store: KeyStore, Clock: WallClock>: Sendable {
         let text = context.parameters.get("id") ?? ""
         guard let id = try? KeyID(validating: text) else { throw AdminError.keyNotFound(text) }
         return id
+    }
+
+    /// The version an `If-Match` asks for: `nil` without one (or with `*`), which the store
+    /// checks in the same step as its write. A list of tags is matched against the record
+    /// as read now; a tag of no version of the key (weak, or not one this API made) never
+    /// matches. A key that does not exist is answered `404`, whatever the `If-Match`.
+    private func expectedVersion(_ request: Request, id: KeyID) async throws -> Int64? {
+        guard let text = request.headers[values: .ifMatch].joined(separator: ",").nilIfBlank else { return nil }
+        switch EntityTag.parseIfMatch(text) {
+        case .any: return nil
+        case .versions(let versions):
+            if versions.count == 1, let version = versions.first { return version }
+            guard let stored = try await store.versionedKey(id: id) else { throw AdminError.keyNotFound(id.rawValue) }
+            return versions.contains(stored.version) ? stored.version : -1
+        }
     }
 
     private func existingKey(_ context: AdminRequestContext) async throws -> APIKey {

@@ -156,6 +156,11 @@ enum OpenAPIDocument {
                 "responses": {
                   "200": {
                     "description": "The key.",
+                    "headers": {
+                      "ETag": {
+                        "$ref": "#/components/headers/ETag"
+                      }
+                    },
                     "content": {
                       "application/json": {
                         "schema": {
@@ -177,10 +182,20 @@ enum OpenAPIDocument {
               },
               "patch": {
                 "operationId": "updateKey",
-                "summary": "Change a key's name, scopes, limits or expiry; members left out are kept. Takes effect at once on this instance.",
+                "summary": "Change a key's name, scopes, limits or expiry; members left out are kept, and only the members given are written, in one step at the store. Takes effect at once on this instance.",
+                "parameters": [
+                  {
+                    "$ref": "#/components/parameters/IfMatch"
+                  }
+                ],
                 "responses": {
                   "200": {
-                    "description": "The key as changed.",
+                    "description": "The key as stored after the change.",
+                    "headers": {
+                      "ETag": {
+                        "$ref": "#/components/headers/ETag"
+                      }
+                    },
                     "content": {
                       "application/json": {
                         "schema": {
@@ -201,6 +216,9 @@ enum OpenAPIDocument {
                   "413": {
                     "$ref": "#/components/responses/Problem"
                   },
+                  "412": {
+                    "$ref": "#/components/responses/PreconditionFailed"
+                  },
                   "503": {
                     "$ref": "#/components/responses/Problem"
                   }
@@ -219,9 +237,17 @@ enum OpenAPIDocument {
               "delete": {
                 "operationId": "revokeKey",
                 "summary": "Revoke a key: it is refused with key_revoked at once. Revoking again keeps the first time.",
+                "parameters": [
+                  {
+                    "$ref": "#/components/parameters/IfMatch"
+                  }
+                ],
                 "responses": {
                   "204": {
                     "description": "Revoked."
+                  },
+                  "412": {
+                    "$ref": "#/components/responses/PreconditionFailed"
                   },
                   "401": {
                     "$ref": "#/components/responses/Unauthorized"
@@ -451,9 +477,36 @@ enum OpenAPIDocument {
                   "minLength": 1,
                   "maxLength": 64
                 }
+              },
+              "IfMatch": {
+                "name": "If-Match",
+                "in": "header",
+                "required": false,
+                "description": "Change the key only if it is still as read: an ETag from GET or PATCH (a list of them, or *). A key changed since is answered 412 precondition_failed and left as it is.",
+                "schema": {
+                  "type": "string"
+                }
+              }
+            },
+            "headers": {
+              "ETag": {
+                "description": "The version of the key's record, for If-Match; opaque.",
+                "schema": {
+                  "type": "string"
+                }
               }
             },
             "responses": {
+              "PreconditionFailed": {
+                "description": "If-Match names a version the key is no longer at (precondition_failed): read it again.",
+                "content": {
+                  "application/problem+json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Problem"
+                    }
+                  }
+                }
+              },
               "Problem": {
                 "description": "An error (RFC 9457).",
                 "content": {

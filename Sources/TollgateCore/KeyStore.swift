@@ -41,6 +41,9 @@ public protocol KeyStore: Service {
 
     func key(id: KeyID) async throws(TollgateError) -> APIKey?
 
+    /// A key with its version, for an HTTP `ETag`.
+    func versionedKey(id: KeyID) async throws(TollgateError) -> VersionedKey?
+
     func key(digest: KeyDigest) async throws(TollgateError) -> APIKey?
 
     /// Keys in id order, starting after `after`, at most `limit`.
@@ -48,13 +51,27 @@ public protocol KeyStore: Service {
 
     /// Replaces a key's record (name, scopes, limits, expiry); usage is kept. A revocation is
     /// kept too unless `keepingRevocation` is false (restoring the demo keys): an edit made
-    /// from a copy read before a revocation must never bring the key back.
+    /// from a copy read before a revocation must never bring the key back. Edits of some
+    /// fields use ``editKey(id:_:)``, which cannot undo a racing edit of other fields.
     func updateKey(_ key: APIKey, keepingRevocation: Bool) async throws(TollgateError)
+
+    /// Changes only the fields `edit` names, in one step, so that edits racing on different
+    /// fields (two admin calls, the CLI and a server, two instances on one Redis) all land.
+    /// Digests, rotation, revocation and usage stay; the cache of this instance takes the
+    /// new record at once, other instances through the store's change feed.
+    ///
+    /// With `ifVersion`, the edit is made only if the record is still at that version (read
+    /// and checked in the same step as the write).
+    /// - Returns: the record as stored after the edit, or `nil` if no key has that id.
+    /// - Throws: `.versionMismatch` if the record is no longer at `ifVersion`.
+    func editKey(id: KeyID, _ edit: KeyEdit, ifVersion: Int64?) async throws(TollgateError) -> VersionedKey?
 
     /// Revokes a key in one step: from then on it is refused with `key_revoked`. A key
     /// revoked already keeps its first revocation time.
+    /// With `ifVersion`, only if the record is still at that version (checked in one step).
     /// - Returns: the revoked record, or `nil` if no key has that id.
-    func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey?
+    /// - Throws: `.versionMismatch` if the record is no longer at `ifVersion`.
+    func revokeKey(id: KeyID, at now: Timestamp, ifVersion: Int64?) async throws(TollgateError) -> APIKey?
 
     /// Gives a key a new secret (its digest `newDigest`) in one step: id, scopes, limits
     /// and usage stay, and the current secret keeps opening the key until `previousUntil`,
@@ -87,6 +104,17 @@ extension KeyStore {
     /// ``giveBack(_:decision:promise:)``).
     public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision) {
         giveBack(request, decision: decision, promise: nil)
+    }
+
+    /// Changes only the fields `edit` names (see ``editKey(id:_:ifVersion:)``).
+    /// - Returns: the record as stored after the edit, or `nil` if no key has that id.
+    public func editKey(id: KeyID, _ edit: KeyEdit) async throws(TollgateError) -> APIKey? {
+        try await editKey(id: id, edit, ifVersion: nil)?.key
+    }
+
+    /// Revokes a key whatever its version (see ``revokeKey(id:at:ifVersion:)``).
+    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
+        try await revokeKey(id: id, at: now, ifVersion: nil)
     }
 
     /// Replaces a key's record; a revocation stays (see ``updateKey(_:keepingRevocation:)``).

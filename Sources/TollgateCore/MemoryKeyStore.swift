@@ -55,8 +55,16 @@ public struct MemoryKeyStore: KeyStore {
         }
     }
 
-    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
-        ledger.revoke(id: id, at: now)
+    public func versionedKey(id: KeyID) async throws(TollgateError) -> VersionedKey? {
+        ledger.versioned(id: id)
+    }
+
+    public func editKey(id: KeyID, _ edit: KeyEdit, ifVersion: Int64?) async throws(TollgateError) -> VersionedKey? {
+        try ledger.edit(id: id, edit, ifVersion: ifVersion)
+    }
+
+    public func revokeKey(id: KeyID, at now: Timestamp, ifVersion: Int64?) async throws(TollgateError) -> APIKey? {
+        try ledger.revoke(id: id, at: now, ifVersion: ifVersion)
     }
 
     public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {

@@ -169,11 +169,35 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
         }
     }
 
+    /// Edits a held key in one step under the lock (for stores whose ledger is their only
+    /// copy): only the fields `edit` names change, its digests and counts stay.
+    /// Its version is the held record's generation.
+    /// - Returns: the edited record; `nil` if no key has that id.
+    /// - Throws: `.versionMismatch` if `ifVersion` is given and is not the held generation.
+    public func edit(id: KeyID, _ edit: KeyEdit, ifVersion: Int64? = nil) throws(TollgateError) -> VersionedKey? {
+        try state.withLock { state throws(TollgateError) -> VersionedKey? in
+            guard let keyState = state.cache.entry(id: id) else { return nil }
+            try VersionedKey(key: keyState.key, version: keyState.generation).check(ifVersion)
+            var key = edit.applied(to: keyState.key)
+            keyState.replace(key: key, policy: state.policies.policy(for: &key))
+            return VersionedKey(key: keyState.key, version: keyState.generation)
+        }
+    }
+
+    /// A held key with its generation as its version (for stores whose ledger is their only copy).
+    public func versioned(id: KeyID) -> VersionedKey? {
+        state.withLock { state in
+            state.cache.entry(id: id).map { VersionedKey(key: $0.key, version: $0.generation) }
+        }
+    }
+
     /// Revokes a held key in one step under the lock (for stores whose ledger is their only
     /// copy); a key revoked already keeps its first revocation time.
-    public func revoke(id: KeyID, at now: Timestamp) -> APIKey? {
-        state.withLock { state in
+    /// - Throws: `.versionMismatch` if `ifVersion` is given and is not the held generation.
+    public func revoke(id: KeyID, at now: Timestamp, ifVersion: Int64? = nil) throws(TollgateError) -> APIKey? {
+        try state.withLock { state throws(TollgateError) -> APIKey? in
             guard let keyState = state.cache.entry(id: id) else { return nil }
+            try VersionedKey(key: keyState.key, version: keyState.generation).check(ifVersion)
             if keyState.key.revokedAt == nil {
                 var key = keyState.key
                 key.revokedAt = now

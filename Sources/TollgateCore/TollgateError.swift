@@ -20,6 +20,8 @@ public struct TollgateError: Error, Sendable, Hashable, CustomStringConvertible 
         case storeUnavailable
         /// The store is held by another process that must not share it.
         case storeLocked
+        /// The key changed since the version the caller named (an HTTP `If-Match`).
+        case versionMismatch
     }
 
     public var code: Code

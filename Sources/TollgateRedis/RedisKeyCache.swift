@@ -43,6 +43,12 @@ enum RedisRecord {
         }
     }
 
+    /// The record's `version` field, moved on by every script that changes the record
+    /// (absent, as in records written before it existed: 0).
+    static func version(_ reply: RESPValue) -> Int64 {
+        pairs(reply).first { $0.0 == "version" }.flatMap { Int64($0.1) } ?? 0
+    }
+
     static func decode(_ reply: RESPValue) throws(TollgateError) -> APIKey {
         let fields = Dictionary(pairs(reply), uniquingKeysWith: { a, _ in a })
         func damaged(_ what: String) -> TollgateError {

@@ -326,6 +326,14 @@ public final class RedisKeyStore: KeyStore {
         try await record(id: id)
     }
 
+    /// The version is the record's `version` field, which every script that changes the
+    /// record moves on.
+    public func versionedKey(id: KeyID) async throws(TollgateError) -> VersionedKey? {
+        let reply = try await execute(RESPCommand("HGETALL", .string(names.record(id))))
+        if RedisRecord.pairs(reply).isEmpty { return nil }
+        return VersionedKey(key: try RedisRecord.decode(reply), version: RedisRecord.version(reply))
+    }
+
     public func key(digest: KeyDigest) async throws(TollgateError) -> APIKey? {
         guard let id = try await execute(RESPCommand("GET", .string(names.digest(digest)))).string else { return nil }
         return try await record(id: KeyID(rawValue: id))
@@ -355,6 +363,26 @@ public final class RedisKeyStore: KeyStore {
         if let stored = try await record(id: key.id) { cache.withLock { $0.refresh(stored) } }
     }
 
+    /// One script sets the fields given and returns the record as it then is, so that the
+    /// cache takes exactly what was stored; other instances follow the change stream.
+    public func editKey(id: KeyID, _ edit: KeyEdit, ifVersion: Int64?) async throws(TollgateError) -> VersionedKey? {
+        var pairs: [String] = []
+        if let name = edit.name { pairs += ["name", name] }
+        if let scopes = edit.scopes { pairs += ["scopes", scopes.map(\.description).joined(separator: " ")] }
+        if let limits = edit.limits { pairs += ["limits", limits.map(\.description).joined(separator: " ")] }
+        if let expiry = edit.expiry { pairs += ["expires_at", expiry.instant.map { String($0.millisecondsSinceEpoch) } ?? ""] }
+        let reply = try await run(
+            RedisScripts.edit,
+            keys: [names.record(id), names.changes, names.apiUsage(id)],
+            args: [id.rawValue, ifVersion.map(String.init) ?? ""] + pairs
+        )
+        if reply.int == -1 { throw TollgateError.versionMismatch(id) }
+        guard reply.int != 0, !RedisRecord.pairs(reply).isEmpty else { return nil }
+        let key = try RedisRecord.decode(reply)
+        cache.withLock { $0.refresh(key) }
+        return VersionedKey(key: key, version: RedisRecord.version(reply))
+    }
+
     /// The Lua script moves the digests in one step; it names the index of the digest it
     /// drops in KEYS (read here first), and a rotation racing in between is retried.
     public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
@@ -379,12 +407,13 @@ public final class RedisKeyStore: KeyStore {
         throw TollgateError(.storeUnavailable, "the key \(id) kept changing while it was rotated: try again")
     }
 
-    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
+    public func revokeKey(id: KeyID, at now: Timestamp, ifVersion: Int64?) async throws(TollgateError) -> APIKey? {
         let revoked = try await run(
             RedisScripts.revoke,
             keys: [names.record(id), names.changes],
-            args: [id.rawValue, String(now.millisecondsSinceEpoch)]
+            args: [id.rawValue, String(now.millisecondsSinceEpoch), ifVersion.map(String.init) ?? ""]
         )
+        if revoked.int == -1 { throw TollgateError.versionMismatch(id) }
         guard revoked.int == 1, let key = try await record(id: id) else { return nil }
         cache.withLock { $0.refresh(key) }
         return key

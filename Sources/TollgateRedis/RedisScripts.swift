@@ -177,9 +177,31 @@ enum RedisScripts {
         end
         redis.call('HSET', KEYS[1], 'name', ARGV[2], 'scopes', ARGV[3], 'limits', ARGV[4],
           'expires_at', ARGV[5], 'revoked_at', revoked)
+        redis.call('HINCRBY', KEYS[1], 'version', 1)
         redis.call('HINCRBY', KEYS[3], 'epoch', 1)
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
         return 1
+        """
+    )
+
+    /// Sets only the record fields given, in one step, so that edits of other fields racing
+    /// from other instances are kept (never the digests or the revocation: an edit never
+    /// brings a key back). Moves the usage epoch on and announces the change, as `update`.
+    /// The record's `version` (absent: 0) moves on; an expected version other than '' must
+    /// be the stored one.
+    /// KEYS: record, change stream, per-API hash. ARGV: id, expected version or '', then
+    ///   field and value pairs.
+    /// Returns: the record as stored after the edit (its field-value pairs), 0 if no such
+    ///   key, -1 if the version is not the expected one.
+    static let edit = RESPScript(
+        """
+        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if ARGV[2] ~= '' and (redis.call('HGET', KEYS[1], 'version') or '0') ~= ARGV[2] then return -1 end
+        if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+        redis.call('HINCRBY', KEYS[1], 'version', 1)
+        redis.call('HINCRBY', KEYS[3], 'epoch', 1)
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
+        return redis.call('HGETALL', KEYS[1])
         """
     )
 
@@ -200,18 +222,23 @@ enum RedisScripts {
         if ARGV[4] ~= '' then redis.call('DEL', KEYS[3]) end
         redis.call('SET', KEYS[2], ARGV[1])
         redis.call('HSET', KEYS[1], 'digest', ARGV[2], 'previous_digest', current[1], 'previous_until', ARGV[3])
+        redis.call('HINCRBY', KEYS[1], 'version', 1)
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
         return 1
         """
     )
 
-    /// Revokes a key unless it is revoked already (the first time stays).
-    /// KEYS: record, change stream. ARGV: id, now in ms.
+    /// Revokes a key unless it is revoked already (the first time stays); an expected
+    /// version other than '' must be the stored one (see `edit`).
+    /// KEYS: record, change stream. ARGV: id, now in ms, expected version or ''.
+    /// Returns: 1 revoked (now or before), 0 no such key, -1 not the expected version.
     static let revoke = RESPScript(
         """
         if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        if ARGV[3] ~= '' and (redis.call('HGET', KEYS[1], 'version') or '0') ~= ARGV[3] then return -1 end
         if redis.call('HGET', KEYS[1], 'revoked_at') == '' then
           redis.call('HSET', KEYS[1], 'revoked_at', ARGV[2])
+          redis.call('HINCRBY', KEYS[1], 'version', 1)
           redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1])
         end
         return 1

@@ -590,6 +590,16 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
+    /// The version is the row's change `seq`, which every change to the row moves on.
+    public func versionedKey(id: KeyID) async throws(TollgateError) -> VersionedKey? {
+        try await read { db in try Self.versioned(id: id, db) }
+    }
+
+    static func versioned(id: KeyID, _ db: Database) throws -> VersionedKey? {
+        try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [id.rawValue])
+            .map { row in VersionedKey(key: try SQLiteSchema.decodeKey(row), version: row["seq"]) }
+    }
+
     public func key(digest: KeyDigest) async throws(TollgateError) -> APIKey? {
         try await read { db in try Self.record(digest: digest, db)?.key }
     }
@@ -629,6 +639,47 @@ public final class SQLiteKeyStore: KeyStore {
         ledger.refresh(stored, version: version)
     }
 
+    /// One `UPDATE` of only the given columns, and the row read back in the same transaction:
+    /// an edit of other columns racing in another process (or another store on the file)
+    /// is kept, and the ledger takes exactly what was stored. `ifVersion` is checked in the
+    /// same transaction, before the write.
+    public func editKey(id: KeyID, _ edit: KeyEdit, ifVersion: Int64?) async throws(TollgateError) -> VersionedKey? {
+        var assignments: [String] = []
+        var values: [String?] = []
+        if let name = edit.name {
+            assignments.append("name = ?")
+            values.append(name)
+        }
+        if let scopes = edit.scopes {
+            assignments.append("scopes = ?")
+            values.append(scopes.map(\.description).joined(separator: " "))
+        }
+        if let limits = edit.limits {
+            assignments.append("limits = ?")
+            values.append(limits.map(\.description).joined(separator: " "))
+        }
+        let expiry = edit.expiry.map { $0.instant?.millisecondsSinceEpoch }
+        if expiry != nil { assignments.append("expires_at = ?") }
+        assignments.append("seq = \(SQLiteSchema.nextSeq)")
+        let sql = "UPDATE keys SET \(assignments.joined(separator: ", ")) WHERE id = ?"
+        let texts = values
+        let edited = try await write { db -> VersionedKey? in
+            if let ifVersion {
+                guard let held = try Self.versioned(id: id, db) else { return nil }
+                try held.check(ifVersion)
+            }
+            var arguments = StatementArguments(texts)
+            if let expiry { arguments += [expiry] }
+            arguments += [id.rawValue]
+            try db.execute(sql: sql, arguments: arguments)
+            guard db.changesCount == 1 else { return nil }
+            return try Self.versioned(id: id, db)
+        }
+        guard let edited else { return nil }
+        ledger.refresh(edited.key, version: edited.version)
+        return edited
+    }
+
     /// One transaction: the new digest must be free (as a current or previous digest of any
     /// key), and the current digest moves to `previous_digest` in the same `UPDATE`.
     public func rotateKey(id: KeyID, to newDigest: KeyDigest, previousUntil: Timestamp) async throws(TollgateError) -> APIKey? {
@@ -656,9 +707,13 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     /// One conditional update, so that an edit made between a read and a write-back is
-    /// never undone by the revocation.
-    public func revokeKey(id: KeyID, at now: Timestamp) async throws(TollgateError) -> APIKey? {
+    /// never undone by the revocation; `ifVersion` is checked in the same transaction.
+    public func revokeKey(id: KeyID, at now: Timestamp, ifVersion: Int64?) async throws(TollgateError) -> APIKey? {
         let revoked = try await write { db -> (APIKey, Int64)? in
+            if let ifVersion {
+                guard let held = try Self.versioned(id: id, db) else { return nil }
+                try held.check(ifVersion)
+            }
             try db.execute(
                 sql: "UPDATE keys SET revoked_at = ?, seq = \(SQLiteSchema.nextSeq) WHERE id = ? AND revoked_at IS NULL",
                 arguments: [now.millisecondsSinceEpoch, id.rawValue]

@@ -39,13 +39,16 @@ extension Keys {
                 }
                 try KeyIssuer.validate(
                     KeyDraft(name: name ?? "", scopes: newScopes, limits: newLimits, expiresAt: newExpiry ?? nil), now: now)
+                // Only the fields given are written, in one step at the store: an edit of other
+                // fields racing from a server or another command is kept.
+                let edit = KeyEdit(
+                    name: name,
+                    scopes: scopes.isEmpty ? nil : newScopes,
+                    limits: limits.isEmpty && !unlimited ? nil : newLimits,
+                    expiry: newExpiry.map(KeyEdit.Expiry.init)
+                )
                 let key = try await withStore(storeOptions, .existing) { store throws(TollgateError) -> APIKey in
-                    guard var key = try await store.key(id: KeyID(rawValue: id)) else { throw noKey(id) }
-                    if let name { key.name = name }
-                    if !scopes.isEmpty { key.scopes = newScopes }
-                    if !limits.isEmpty || unlimited { key.limits = newLimits }
-                    if let newExpiry { key.expiresAt = newExpiry }
-                    try await store.updateKey(key)
+                    guard let key = try await store.editKey(id: KeyID(rawValue: id), edit) else { throw noKey(id) }
                     return key
                 }
                 let report = KeyReport(key, now: now)

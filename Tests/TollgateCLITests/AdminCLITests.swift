@@ -68,6 +68,21 @@ import TollgateTestSupport
         #expect(try await tollgate(["keys", "update", id, "--limit", "1/day", "--unlimited", "--store", store]).status == 64)
     }
 
+    /// Two commands editing different fields of one key at once (two operators, or a
+    /// command and a server on one store) both land: each writes only what it was given.
+    @Test func racingUpdatesOfDifferentFieldsBothLand() async throws {
+        let (id, _) = try await createKey(["--name", "a", "--limit", "1/day"])
+        for round in 1...5 {
+            async let named = tollgate(["keys", "update", id, "--name", "round-\(round)", "--store", store])
+            async let limited = tollgate(["keys", "update", id, "--limit", "\(round)/day", "--store", store])
+            let (a, b) = try await (named, limited)
+            #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
+            let shown = try #require(try await tollgate(["keys", "show", id, "--json", "--store", store]).json() as? [String: Any])
+            #expect(shown["name"] as? String == "round-\(round)")
+            #expect(shown["limits"] as? [String] == ["\(round)/day"])
+        }
+    }
+
     /// Rotation from the CLI reaches a running server through the store: the new secret is
     /// served, the old one is refused once a 0 s overlap has passed; usage carries over.
     @Test func rotateGivesANewSecretThatARunningServerTakes() async throws {
