@@ -469,7 +469,7 @@ def start_proxy_nginx(directory, name, template, **values):
     sys.exit("bench: nginx (%s) did not start: %s" % (name, open(os.path.join(directory, name + "-error.log")).read()))
 
 
-def bench_proxy(binary, store_mode, args, connections):
+def bench_proxy(binary, store_mode, args, connections, event_loops=None):
     """nginx proxy_pass without a key check against Tollgate proxying with one, same upstream."""
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-proxy-") as directory:
         if store_mode.startswith("redis"):
@@ -489,7 +489,7 @@ def bench_proxy(binary, store_mode, args, connections):
             routes = os.path.join(directory, "routes.yaml")
             with open(routes, "w") as f:
                 f.write("routes:\n  - name: api\n    upstream: http://127.0.0.1:%d\n    max_idle_connections: 64\n" % upstream_port)
-            server = start_server(binary, store, directory, extra=["--config", routes])
+            server = start_server(binary, store, directory, event_loops=event_loops, extra=["--config", routes])
             processes.append(server[0])
             scenarios = [
                 ("upstream direct", upstream_port, None),
@@ -512,7 +512,11 @@ def bench_proxy(binary, store_mode, args, connections):
                     process.kill()
                     process.wait()
         label = {"full": "sqlite synchronous=full", "normal": "sqlite synchronous=normal"}[store_mode]
-        print("\n## proxying one upstream (nginx, static body), c%d; Tollgate's store: %s" % (connections, label))
+        print("\n## proxying one upstream (nginx, static body), c%d; Tollgate's store: %s; %s; nginx proxy_pass: "
+              "worker_processes auto (%d here)" % (
+                  connections, label,
+                  "%d event loop%s" % (event_loops, "" if event_loops == 1 else "s") if event_loops
+                  else "event loops: one per core", os.cpu_count()))
         print("%-20s %10s %9s %9s %s" % ("scenario", "req/s", "p50 ms", "p99 ms", "notes"))
         medians = {}
         for name, _, _ in scenarios:
@@ -566,8 +570,8 @@ def main():
                         help="only these scenarios (with --baseline)")
     parser.add_argument("--proxy", action="store_true",
                         help="measure forwarding instead: nginx proxy_pass (no key check) against Tollgate proxying "
-                             "with a key check, to the same nginx upstream, for each --store (full, normal) and "
-                             "each --connections")
+                             "with a key check, to the same nginx upstream, for each --store (full, normal), "
+                             "each --connections and each --event-loops")
     args = parser.parse_args()
     args.binary = os.path.abspath(args.binary)
     if args.proxy:
@@ -575,7 +579,8 @@ def main():
             "/".join(map(str, args.connections)), args.duration, args.runs, os.cpu_count()))
         for mode in args.store:
             for connections in args.connections:
-                bench_proxy(args.binary, mode, args, connections)
+                for loops in args.event_loops or [None]:
+                    bench_proxy(args.binary, mode, args, connections, loops)
         return
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)

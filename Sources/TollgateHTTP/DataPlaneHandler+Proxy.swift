@@ -59,8 +59,6 @@ struct RequestIDs {
 /// it goes upstream on a pooled connection of this event loop, its body following as the
 /// upstream takes it, and the answer streams back as the client takes it.
 extension DataPlaneHandler: UpstreamDelegate {
-    /// Header fields that concern one connection only, never forwarded either way (RFC 9110 7.6.1).
-    static var hopByHop: [String] { ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authorization"] }
 
     func startProxy(_ head: HTTPRequestHead, route: Route, upstream: Upstream, path: String, context: ChannelHandlerContext) {
         let isHead = head.method == .HEAD
@@ -96,7 +94,11 @@ extension DataPlaneHandler: UpstreamDelegate {
     private func connect(_ exchange: ProxyExchange, fresh: Bool) {
         let context = exchange.context
         if pool == nil { pool = shared.pools.pool(for: context.eventLoop) }
-        pool!.acquire(exchange.upstream, fresh: fresh).assumeIsolated().whenComplete { result in
+        // The usual case, a pooled connection, is taken at once: no future, no callback.
+        if !fresh, let connection = pool!.takeIdle(exchange.upstream) {
+            return forward(exchange, over: connection, keyID: exchange.keyID)
+        }
+        pool!.open(exchange.upstream).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let connection):
                 guard self.exchange === exchange, !self.machine.isClosed else {
@@ -125,11 +127,14 @@ extension DataPlaneHandler: UpstreamDelegate {
         exchange.connection = connection
         connection.handler.delegate = self
         connection.handler.resumeReads()
-        var head = exchange.head
-        head.uri = exchange.upstream.target(for: head.uri, prefix: exchange.route.prefix)
-        head.version = .http1_1
-        Self.rewriteRequestHeaders(&head.headers, exchange: exchange, keyID: keyID, client: context.channel.remoteAddress)
-        if exchange.head.headers.first(name: "expect")?.lowercased() == "100-continue", !exchange.requestEnded, !exchange.retried {
+        let upstream = exchange.upstream
+        let (headers, expectsContinue) = ProxyHeaders.request(
+            exchange.head.headers, host: upstream.hostField, clientIP: clientIP(context), requestID: exchange.requestID,
+            keyIDHeader: upstream.keyIDHeader, keyID: keyID)
+        let head = HTTPRequestHead(
+            version: .http1_1, method: exchange.head.method, uri: upstream.target(for: exchange.head.uri, prefix: exchange.route.prefix),
+            headers: headers)
+        if expectsContinue, !exchange.requestEnded, !exchange.retried {
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
         }
         connection.channel.write(HTTPClientRequestPart.head(head), promise: nil)
@@ -143,37 +148,13 @@ extension DataPlaneHandler: UpstreamDelegate {
         }
     }
 
-    /// Drops the hop-by-hop fields, and those that `Connection` names.
-    static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        if headers.contains(name: "connection") {
-            for name in headers[canonicalForm: "connection"] { headers.remove(name: String(name)) }
-        }
-        for name in hopByHop where headers.contains(name: name) { headers.remove(name: name) }
-    }
-
-    static func rewriteRequestHeaders(_ headers: inout HTTPHeaders, exchange: ProxyExchange, keyID: KeyID?, client: SocketAddress?) {
-        removeHopByHop(&headers)
-        headers.remove(name: "expect")
-        // The key is for the gateway alone: never forwarded, whichever header carried it.
-        if let authorization = headers.first(name: "authorization"), authorization.lowercased().hasPrefix("bearer ") {
-            headers.remove(name: "authorization")
-        }
-        headers.remove(name: "x-api-key")
-        headers.remove(name: "token")
-        let originalHost = headers.first(name: "host")
-        headers.replaceOrAdd(name: "host", value: exchange.upstream.port == 80 ? exchange.upstream.host : exchange.upstream.address)
-        if let client = client?.ipAddress {
-            let prior = headers.first(name: "x-forwarded-for")
-            headers.replaceOrAdd(name: "x-forwarded-for", value: prior.map { "\($0), \(client)" } ?? client)
-        }
-        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
-        if let originalHost { headers.replaceOrAdd(name: "x-forwarded-host", value: originalHost) }
-        headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
-        if let name = exchange.upstream.keyIDHeader {
-            // A client must not be able to name a key id of its choosing.
-            headers.remove(name: name)
-            if let keyID { headers.add(name: name, value: keyID.description) }
-        }
+    /// The client's address for `X-Forwarded-For`, formatted once per connection (reading
+    /// the channel's address takes a lock, and formatting it allocates).
+    private func clientIP(_ context: ChannelHandlerContext) -> String? {
+        if let cached = clientAddress { return cached }
+        let address = context.channel.remoteAddress?.ipAddress
+        clientAddress = .some(address)
+        return address
     }
 
     func proxyBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
@@ -285,13 +266,9 @@ extension DataPlaneHandler: UpstreamDelegate {
             exchange.responseStarted = true
             exchange.upstreamKeepAlive = response.isKeepAlive
             if exchange.admission != nil, response.status.code >= 500 { giveBackIfAsked(exchange) }
-            var headers = response.headers
-            Self.removeHopByHop(&headers)
-            for field in exchange.rateLimitFields { headers.replaceOrAdd(name: field.name, value: field.value) }
-            headers.replaceOrAdd(name: "x-request-id", value: exchange.requestID)
-            // The answer was for a key: a shared cache must not hand it to others uncounted.
-            if !headers.contains(name: "cache-control") { headers.add(name: "cache-control", value: "private") }
-            if machine.willStreamAnswer() { headers.add(name: "connection", value: "close") }
+            let headers = ProxyHeaders.answer(
+                response.headers, rateLimitFields: exchange.rateLimitFields, requestID: exchange.requestID,
+                close: machine.willStreamAnswer())
             // A streamed answer is counted and logged at its head, once, whether or not its
             // body arrives whole: the duration is the time to the answer's first byte.
             shared.monitor.answered(&observed, status: response.status, now: context.eventLoop.now, clock: shared.clock)

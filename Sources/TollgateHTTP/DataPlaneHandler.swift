@@ -61,6 +61,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     var responseTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
     /// This connection's event loop's upstream pool, found on first use.
     var pool: UpstreamPool?
+    /// The client's address as `X-Forwarded-For` gives it, once known (`.some(nil)`: none).
+    var clientAddress: String??
     /// Request ids: a random tag per connection and a count.
     var requestIDs = RequestIDs()
     /// The request being answered, for metrics and the access log.

@@ -92,8 +92,8 @@ public struct FixedAnswer: Sendable, Hashable {
 
 /// An upstream HTTP/1.1 server (plain `http`; TLS to upstreams is not supported).
 public struct Upstream: Sendable, Hashable {
-    public var host: String { didSet { poolKey = address } }
-    public var port: Int { didSet { poolKey = address } }
+    public var host: String { didSet { derive() } }
+    public var port: Int { didSet { derive() } }
     /// A path put before the forwarded path (`/base` in `http://host/base`), without a trailing slash.
     public var basePath: String
     /// Whether the route's prefix is removed from the forwarded path.
@@ -133,12 +133,20 @@ public struct Upstream: Sendable, Hashable {
         self.giveBackOn5xx = giveBackOn5xx
         self.maxIdleConnections = maxIdleConnections
         self.poolKey = "\(host):\(port)"
+        self.hostField = port == 80 ? host : "\(host):\(port)"
+    }
+
+    private mutating func derive() {
+        poolKey = address
+        hostField = port == 80 ? host : address
     }
 
     /// The pool key (`host:port`): connections are shared by every route to the same host and port.
     public var address: String { "\(host):\(port)" }
     /// ``address`` made once, for the pool's lookups on the hot path.
     private(set) var poolKey: String
+    /// The `Host` field sent upstream, made once rather than per forwarded request.
+    private(set) var hostField: String
 
     /// The target sent upstream for a request target `uri` matched by a route at `prefix`.
     func target(for uri: String, prefix: String) -> String {

@@ -111,31 +111,45 @@ final class UpstreamPool: @unchecked Sendable {
         self.eventLoop = eventLoop
     }
 
-    /// An idle connection to `upstream`, or a new one (always a new one if `fresh`).
-    func acquire(_ upstream: Upstream, fresh: Bool = false) -> EventLoopFuture<UpstreamConnection> {
+    /// An idle connection to `upstream`, if one is kept (taken at once: no future, no callback).
+    func takeIdle(_ upstream: Upstream) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
-        while !fresh, let connection = idle[upstream.poolKey]?.popLast() {
+        while let connection = idle[upstream.poolKey]?.popLast() {
             if connection.channel.isActive {
-                connection.handler.onClose = nil
                 connection.uses += 1
-                return eventLoop.makeSucceededFuture(connection)
+                return connection
             }
         }
+        return nil
+    }
+
+    /// A new connection to `upstream`. Its request head is encoded without NIO's outbound
+    /// header validation: every field forwarded was parsed (and so checked) by the inbound
+    /// decoder, and the gateway's own fields are made of checked parts (see ``ProxyHeaders``).
+    func open(_ upstream: Upstream) -> EventLoopFuture<UpstreamConnection> {
+        eventLoop.preconditionInEventLoop()
         opened += 1
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(upstream.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
                 }
             }
             .connect(host: upstream.host, port: upstream.port)
-            .flatMapThrowing { channel in
+            .flatMapThrowing { [weak self] channel in
                 let connection = UpstreamConnection(
                     channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self))
                 connection.uses = 1
+                // Set once for the connection's life rather than on every release: an idle
+                // connection the upstream closes leaves the pool (a busy one is not in it).
+                let key = upstream.poolKey
+                connection.handler.onClose = { [weak connection] in
+                    guard let self, let connection else { return }
+                    self.idle[key]?.removeAll { $0 === connection }
+                }
                 return connection
             }
     }
@@ -145,16 +159,20 @@ final class UpstreamPool: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         connection.handler.delegate = nil
         connection.handler.resumeReads()
-        let key = upstream.poolKey
-        guard connection.channel.isActive, idle[key, default: []].count < upstream.maxIdleConnections else {
+        guard connection.channel.isActive else { return connection.channel.close(promise: nil) }
+        // One lookup: the list is changed in place.
+        if !idle[upstream.poolKey, default: []].append(connection, ifBelow: upstream.maxIdleConnections) {
             connection.channel.close(promise: nil)
-            return
         }
-        idle[key, default: []].append(connection)
-        connection.handler.onClose = { [weak self, weak connection] in
-            guard let self, let connection else { return }
-            self.idle[key]?.removeAll { $0 === connection }
-        }
+    }
+}
+
+extension Array {
+    /// Appends `element` if fewer than `limit` are held; whether it did.
+    fileprivate mutating func append(_ element: Element, ifBelow limit: Int) -> Bool {
+        guard count < limit else { return false }
+        append(element)
+        return true
     }
 }
 
