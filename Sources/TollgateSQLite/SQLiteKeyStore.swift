@@ -78,6 +78,10 @@ public final class SQLiteKeyStore: KeyStore {
         }
         do {
             pool = try DatabasePool(path: configuration.path, configuration: config)
+            // GRDB sets `synchronous = NORMAL` on the writer when it turns WAL on, after
+            // `prepareDatabase` ran: without this, `full` was never in force, and a commit
+            // (a `200`) survived a crash of the process but not of the machine.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
             try SQLiteSchema.migrator.migrate(pool)
             changeFeedStart = try pool.read { db in try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0 }
             fileIdentity = FileIdentity(path: configuration.path)
@@ -927,6 +931,12 @@ extension SQLiteKeyStore {
             gate.signal()
             gate.signal()
         }
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (1 normal, 2 full): tests prove the
+    /// configured level is the one in force.
+    public func writerSynchronousForTesting() throws -> Int {
+        try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     /// Makes every commit and lookup batch take `delay` longer, as a slow (not hung) disk

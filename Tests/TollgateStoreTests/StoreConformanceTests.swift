@@ -472,6 +472,17 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         _ = consume lock
     }
 
+    /// The configured `synchronous` is the one the writer commits with: GRDB turns the
+    /// writer to `NORMAL` when it enables WAL, which made `full` (the default, a `200` only
+    /// once its usage survives a power cut) a setting that did nothing.
+    @Test(arguments: [(SQLiteKeyStore.Configuration.Synchronous.full, 2), (.normal, 1)])
+    func theConfiguredSynchronousIsInForce(level: SQLiteKeyStore.Configuration.Synchronous, expected: Int) throws {
+        var configuration = SQLiteKeyStore.Configuration(path: try path())
+        configuration.synchronous = level
+        let store = try SQLiteKeyStore(configuration: configuration)
+        #expect(try store.writerSynchronousForTesting() == expected)
+    }
+
     /// A lookup that has ended leaves nothing for the watchdog to time: the store stays ready
     /// long after it (a leftover start once turned `/readyz` to 503 two seconds after any
     /// first use of a key).
