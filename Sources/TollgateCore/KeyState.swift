@@ -153,6 +153,33 @@ public final class KeyState: CachedKey {
         return changed
     }
 
+    /// The counters a give-back for `request` would return a unit to, with the window it was
+    /// taken in, as a persistent store writes them; `nil` when the receipt is of an earlier
+    /// generation (a reset or an edit since), which gets nothing back.
+    package func giveBackTargets(
+        _ request: AdmissionRequest, receipt: AdmissionDecision.Receipt
+    ) -> [(slot: Int, counter: String, windowStart: Int64)]? {
+        guard receipt.generation == generation else { return nil }
+        let cached = policy.plan(for: request.path, key: key)
+        return zip(cached.plan.counters, cached.slots).map { counter, slot in
+            (slot, policy.counterIDs[slot], counter.period.window(containing: receipt.decidedAt).start)
+        }
+    }
+
+    /// A give-back the file has taken: one unit off the counter's held and written counts
+    /// where they are in the unit's window, so that what remains to be written is unchanged.
+    package func applyWrittenGiveBack(slot: Int, windowStart: Int64) {
+        if counters[slot].current.windowStart == windowStart, counters[slot].current.used > 0 { counters[slot].current.used -= 1 }
+        if counters[slot].written.windowStart == windowStart, counters[slot].written.used > 0 { counters[slot].written.used -= 1 }
+    }
+
+    /// As ``applyWrittenGiveBack(slot:windowStart:)``, for the API's admitted count.
+    package func applyWrittenGiveBack(api: String) {
+        guard let index = apis.firstIndex(where: { $0.api == api }) else { return }
+        if apis[index].current.admitted > 0 { apis[index].current.admitted -= 1 }
+        if apis[index].written.admitted > 0 { apis[index].written.admitted -= 1 }
+    }
+
     /// Starts every counter and per-API count again from zero, as the store does. A new
     /// generation, so that a request admitted before and answered `503` after gives nothing
     /// back to the new counts.

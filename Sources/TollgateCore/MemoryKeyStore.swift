@@ -22,7 +22,8 @@ public struct MemoryKeyStore: KeyStore {
     }
 
     public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?) {
-        let given = ledger.giveBack(request, decision: decision)
+        // The memory journal gives back at once: nothing is ever queued.
+        guard case .done(let given) = ledger.giveBack(request, decision: decision, promise: promise) else { return }
         promise?.succeed(given)
     }
 

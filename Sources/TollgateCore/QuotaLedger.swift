@@ -17,13 +17,30 @@ public protocol UsageJournal {
     /// Whether the ledger may drop `key` from memory (everything it counted is written).
     func mayDrop(_ key: KeyState) -> Bool
 
-    /// Called under the ledger's lock once `key` gave units back: a persistent journal
-    /// writes the difference (a negative increment) with its next batch.
-    mutating func gaveBack(_ key: KeyState)
+    /// Called under the ledger's lock to give back the units `key` took for `request`.
+    /// The default, for a store whose memory is its only copy, gives them back at once; a
+    /// persistent journal queues a write and gives them back in memory once the file has
+    /// (so that nothing in memory is netted against units the file still counts).
+    mutating func giveBack(
+        _ request: AdmissionRequest, receipt: AdmissionDecision.Receipt, key: KeyState, promise: EventLoopPromise<Bool>?
+    ) -> GiveBackResult
+}
+
+/// What became of a give-back handed to a ``UsageJournal``.
+public enum GiveBackResult: Sendable {
+    /// Done (or refused): whether anything was given back.
+    case done(Bool)
+    /// Queued for the store's writer, which completes the promise; `flush` asks the caller
+    /// to start the writer, because none is under way.
+    case queued(flush: Bool)
 }
 
 extension UsageJournal {
-    public mutating func gaveBack(_ key: KeyState) {}
+    public mutating func giveBack(
+        _ request: AdmissionRequest, receipt: AdmissionDecision.Receipt, key: KeyState, promise: EventLoopPromise<Bool>?
+    ) -> GiveBackResult {
+        .done(key.giveBack(request, receipt: receipt))
+    }
 }
 
 /// The journal of a store whose memory is its only copy: every decision is answered at once.
@@ -96,15 +113,13 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
     }
 
     /// Gives back the units of an admitted request that was not served after all, if the
-    /// ledger still holds its key (see ``KeyStore/giveBack(_:decision:)``).
-    /// - Returns: whether anything was given back.
-    @discardableResult
-    public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision) -> Bool {
-        guard decision.outcome == .admitted, let receipt = decision.receipt, let id = decision.keyID else { return false }
-        return state.withLock { state -> Bool in
-            guard let key = state.cache.entry(id: id), key.giveBack(request, receipt: receipt) else { return false }
-            state.journal.gaveBack(key)
-            return true
+    /// ledger still holds its key (see ``KeyStore/giveBack(_:decision:)``), as the journal
+    /// makes it.
+    public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?) -> GiveBackResult {
+        guard decision.outcome == .admitted, let receipt = decision.receipt, let id = decision.keyID else { return .done(false) }
+        return state.withLock { state -> GiveBackResult in
+            guard let key = state.cache.entry(id: id) else { return .done(false) }
+            return state.journal.giveBack(request, receipt: receipt, key: key, promise: promise)
         }
     }
 

@@ -57,11 +57,25 @@ struct GroupCommit: UsageJournal {
         !key.isDirty && key.lastBatch <= batchesFinished
     }
 
-    /// A give-back is written as the difference, with the next batch (the store's change
-    /// poll starts one within 200 ms): until then the file counts one unit too many, never
-    /// one too few.
-    mutating func gaveBack(_ key: KeyState) {
-        markDirty(key)
+    /// Give-backs waiting for the next batch, and those of the batch in flight.
+    var giveBacks: [PendingGiveBack] = []
+    var committingGiveBacks: [PendingGiveBack] = []
+
+    /// A give-back is written first and taken off the held counts after, only as far as the
+    /// file took it: in memory it would be netted against the next admission, and if another
+    /// process reset the key meanwhile, that admission would never reach the file. The unit
+    /// comes back with the next batch (the store starts one at once).
+    mutating func giveBack(
+        _ request: AdmissionRequest, receipt: AdmissionDecision.Receipt, key: KeyState, promise: EventLoopPromise<Bool>?
+    ) -> GiveBackResult {
+        guard let targets = key.giveBackTargets(request, receipt: receipt) else { return .done(false) }
+        let write = GiveBackWrite(
+            keyID: key.key.id, usageEpoch: key.usageEpoch, api: request.api,
+            counters: targets.map { GiveBackWrite.Target(counter: $0.counter, windowStart: $0.windowStart) })
+        giveBacks.append(PendingGiveBack(key: key, generation: key.generation, slots: targets.map(\.slot), write: write, promise: promise))
+        let flush = !isFlushing
+        isFlushing = true
+        return .queued(flush: flush)
     }
 
     mutating func markDirty(_ key: KeyState) {
@@ -87,11 +101,47 @@ struct GroupCommit: UsageJournal {
     }
 }
 
+/// A give-back queued in the journal: what to write, and what to take off the held counts
+/// once the file took it.
+struct PendingGiveBack {
+    var key: KeyState
+    /// The key's generation when it was queued: after a reset or an edit it changes nothing.
+    var generation: Int64
+    /// The counter slot of each of `write.counters`.
+    var slots: [Int]
+    var write: GiveBackWrite
+    var promise: EventLoopPromise<Bool>?
+}
+
+/// One unit off each counter in the window it was taken in, and off the API's admitted
+/// count, in the file: only while the key's usage epoch is the one the unit was counted
+/// under (a reset since, by any process, took it already) and never below zero.
+struct GiveBackWrite: Sendable, Equatable {
+    struct Target: Sendable, Equatable {
+        var counter: String
+        var windowStart: Int64
+    }
+    var keyID: KeyID
+    var usageEpoch: Int64
+    var api: String
+    var counters: [Target]
+}
+
+/// What the file took of a ``GiveBackWrite``: per counter, and the admitted count.
+struct GiveBackOutcome: Sendable, Equatable {
+    var counters: [Bool]
+    var admitted: Bool
+
+    var tookAnything: Bool { admitted || counters.contains(true) }
+}
+
 /// Usage to write: increments per key. The requests that wait on it stay in the journal,
 /// so that a commit that fails or takes too long can answer them `503` and give their
 /// units back.
 struct CommitBatch: Sendable, Equatable {
     var increments: [UsageIncrement]
+    /// Written after the increments, so that a unit counted in this batch can be given back.
+    var giveBacks: [GiveBackWrite] = []
     var number: Int64
     /// How many admitted requests wait on this batch.
     var waiterCount: Int
@@ -103,7 +153,7 @@ extension QuotaLedger where Journal == GroupCommit {
     /// arriving during a commit share the next one.
     func takeBatch() -> CommitBatch? {
         withState { _, journal -> CommitBatch? in
-            guard !journal.dirty.isEmpty || !journal.waiters.isEmpty else {
+            guard !journal.dirty.isEmpty || !journal.waiters.isEmpty || !journal.giveBacks.isEmpty else {
                 journal.isFlushing = false
                 return nil
             }
@@ -127,7 +177,11 @@ extension QuotaLedger where Journal == GroupCommit {
             journal.waiters.removeAll(keepingCapacity: true)
             journal.committingNumber = number
             journal.committingSince = .now()
-            return CommitBatch(increments: increments, number: number, waiterCount: journal.committing.count)
+            swap(&journal.committingGiveBacks, &journal.giveBacks)
+            journal.giveBacks.removeAll(keepingCapacity: true)
+            return CommitBatch(
+                increments: increments, giveBacks: journal.committingGiveBacks.map(\.write), number: number,
+                waiterCount: journal.committing.count)
         }
     }
 
@@ -136,33 +190,56 @@ extension QuotaLedger where Journal == GroupCommit {
         withState { _, journal in journal.isFlushing = false }
     }
 
-    /// The writer committed `batch`: its requests are answered with their decisions.
-    func committed(_ batch: CommitBatch) {
-        let answers = withState { _, journal -> PendingAnswers in
+    /// The writer committed `batch`: its requests are answered with their decisions, and
+    /// its give-backs, as far as the file took them (`givenBack`, one per
+    /// ``CommitBatch/giveBacks``), come off the held counts.
+    func committed(_ batch: CommitBatch, givenBack: [GiveBackOutcome] = []) {
+        let (answers, gave) = withState { _, journal -> (PendingAnswers, [(EventLoopPromise<Bool>?, Bool)]) in
             journal.batchesFinished = max(journal.batchesFinished, batch.number)
-            if journal.committingNumber == batch.number { journal.committingIncrements.removeAll(keepingCapacity: true) }
+            var gave: [(EventLoopPromise<Bool>?, Bool)] = []
+            if journal.committingNumber == batch.number {
+                journal.committingIncrements.removeAll(keepingCapacity: true)
+                for (giveBack, outcome) in zip(journal.committingGiveBacks, givenBack) {
+                    // After a reset or an edit in this process the held counts are new ones.
+                    let applies = giveBack.key.generation == giveBack.generation
+                    if applies {
+                        for (slot, (target, took)) in zip(giveBack.slots, zip(giveBack.write.counters, outcome.counters)) where took {
+                            giveBack.key.applyWrittenGiveBack(slot: slot, windowStart: target.windowStart)
+                        }
+                        if outcome.admitted { giveBack.key.applyWrittenGiveBack(api: giveBack.write.api) }
+                    }
+                    gave.append((giveBack.promise, applies && outcome.tookAnything))
+                }
+                journal.committingGiveBacks.removeAll(keepingCapacity: true)
+            }
             var answers = PendingAnswers()
             for waiter in journal.takeCommitting(batch.number) { answers.add(waiter.promise, waiter.decision) }
-            return answers
+            return (answers, gave)
         }
         answers.send()
+        for (promise, given) in gave { promise?.succeed(given) }
     }
 
     /// The writer could not commit `batch`: its requests are answered `503` and take
     /// nothing, like any refusal, and what it carried counts as unwritten again.
     func failed(_ batch: CommitBatch) {
-        let answers = withState { _, journal -> PendingAnswers in
+        let (answers, dropped) = withState { _, journal -> (PendingAnswers, [EventLoopPromise<Bool>?]) in
             journal.batchesFinished = max(journal.batchesFinished, batch.number)
+            var dropped: [EventLoopPromise<Bool>?] = []
             if journal.committingNumber == batch.number {
                 for (key, increment) in journal.committingIncrements {
                     key.restore(increment)
                     journal.markDirty(key)
                 }
                 journal.committingIncrements.removeAll(keepingCapacity: true)
+                // A give-back is best effort: one the store could not write gives nothing.
+                dropped = journal.committingGiveBacks.map(\.promise)
+                journal.committingGiveBacks.removeAll(keepingCapacity: true)
             }
-            return journal.refuse(journal.takeCommitting(batch.number))
+            return (journal.refuse(journal.takeCommitting(batch.number)), dropped)
         }
         answers.send()
+        for promise in dropped { promise?.succeed(false) }
     }
 
     /// Answers `503`, giving their units back, every admitted request that has waited

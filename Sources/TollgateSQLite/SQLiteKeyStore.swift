@@ -124,8 +124,10 @@ public final class SQLiteKeyStore: KeyStore {
                 while true {
                     let changes = try await readChanges(after: lastSeq)
                     for change in changes {
-                        lastSeq = change.seq
+                        // Past a change only once it is applied: one whose read failed (a
+                        // reset's usage, say) is tried again with the next poll.
                         try await apply(change)
+                        lastSeq = change.seq
                     }
                     if changes.count < Self.changePageSize { break }
                 }
@@ -203,16 +205,35 @@ public final class SQLiteKeyStore: KeyStore {
             // A beat through each of the writer's and the reader's queues: one that has not
             // come back within the bound means the thread is stuck (a hung disk), even when
             // no request is waiting on it yet.
+            // One beat in each queue at a time: under steady load a loop's batches clear the
+            // time while its beat still waits behind them, and a beat queued each tick would
+            // pile up until the load stops.
             let (beatWriter, beatReader, queueStalled) = health.withLock { health -> (Bool, Bool, Bool) in
-                let beatWriter = health.writerBeatSince == nil
-                let beatReader = health.readerBeatSince == nil
-                if beatWriter { health.writerBeatSince = now }
-                if beatReader { health.readerBeatSince = now }
+                if health.writerBeatSince == nil { health.writerBeatSince = now }
+                if health.readerBeatSince == nil { health.readerBeatSince = now }
+                let beatWriter = !health.writerBeatQueued
+                let beatReader = !health.readerBeatQueued
+                health.writerBeatQueued = true
+                health.readerBeatQueued = true
                 let stalled = [health.writerBeatSince, health.readerBeatSince].contains { $0.map { $0 + bound <= now } ?? false }
                 return (beatWriter, beatReader, stalled)
             }
-            if beatWriter { writer.async { [self] in health.withLock { $0.writerBeatSince = nil } } }
-            if beatReader { reader.async { [self] in health.withLock { $0.readerBeatSince = nil } } }
+            if beatWriter {
+                writer.async { [self] in
+                    health.withLock {
+                        $0.writerBeatSince = nil
+                        $0.writerBeatQueued = false
+                    }
+                }
+            }
+            if beatReader {
+                reader.async { [self] in
+                    health.withLock {
+                        $0.readerBeatSince = nil
+                        $0.readerBeatQueued = false
+                    }
+                }
+            }
             let stalled = commitStalled || lookupStalled || queueStalled
             let probe = health.withLock { health -> Bool in
                 if stalled {
@@ -309,11 +330,13 @@ public final class SQLiteKeyStore: KeyStore {
         }
     }
 
-    /// In memory at once, in the file with the next batch (see ``GroupCommit/gaveBack(_:)``);
-    /// a key no longer held gives nothing.
+    /// In the file with the next batch, then in memory as far as the file took it (see
+    /// ``GroupCommit/giveBack(_:receipt:key:promise:)``); a key no longer held gives nothing.
     public func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?) {
-        let given = ledger.giveBack(request, decision: decision)
-        promise?.succeed(given)
+        switch ledger.giveBack(request, decision: decision, promise: promise) {
+        case .done(let given): promise?.succeed(given)
+        case .queued(let flush): if flush { scheduleFlush() }
+        }
     }
 
     /// Loads a key the ledger does not hold (new, or not used since start-up), off the
@@ -455,11 +478,12 @@ public final class SQLiteKeyStore: KeyStore {
                 // A few microseconds per commit: usage written to a file that is no longer
                 // at its path would be lost with the next restart.
                 try checkFileOrThrow()
-                try pool.write { db in
+                let givenBack = try pool.write { db -> [GiveBackOutcome] in
                     for increment in batch.increments { try Self.write(increment, db) }
+                    return try batch.giveBacks.map { try Self.write($0, db) }
                 }
                 configuration.metrics.finished(.commit, startedAt: started, succeeded: true, requests: batch.waiterCount)
-                ledger.committed(batch)
+                ledger.committed(batch, givenBack: givenBack)
                 recordCommit(succeeded: true)
             } catch {
                 let firstFailure = health.withLock { !$0.isFailing }
@@ -536,6 +560,31 @@ public final class SQLiteKeyStore: KeyStore {
                 added.keyExpired,
             ])
         }
+    }
+
+    /// See ``GiveBackWrite``: guarded by the usage epoch and the unit's window, never below
+    /// zero; what each statement changed says what memory may take off.
+    private static func write(_ giveBack: GiveBackWrite, _ db: Database) throws -> GiveBackOutcome {
+        let counter = try db.cachedStatement(
+            sql: """
+                UPDATE counters SET used = used - 1
+                WHERE key_id = ?1 AND counter = ?2 AND window_start = ?3 AND used > 0
+                    AND (SELECT usage_epoch FROM keys WHERE id = ?1) = ?4
+                """
+        )
+        var counters: [Bool] = []
+        for target in giveBack.counters {
+            try counter.execute(arguments: [giveBack.keyID.rawValue, target.counter, target.windowStart, giveBack.usageEpoch])
+            counters.append(db.changesCount == 1)
+        }
+        let admitted = try db.cachedStatement(
+            sql: """
+                UPDATE api_usage SET admitted = admitted - 1
+                WHERE key_id = ?1 AND api = ?2 AND admitted > 0 AND (SELECT usage_epoch FROM keys WHERE id = ?1) = ?3
+                """
+        )
+        try admitted.execute(arguments: [giveBack.keyID.rawValue, giveBack.api, giveBack.usageEpoch])
+        return GiveBackOutcome(counters: counters, admitted: db.changesCount == 1)
     }
 
     /// Ready while commits succeed, nothing has hung past the operation timeout and the
@@ -908,6 +957,9 @@ extension SQLiteKeyStore {
         /// When the beat now in the writer's (reader's) queue was sent; `nil` once it ran.
         var writerBeatSince: NIODeadline?
         var readerBeatSince: NIODeadline?
+        /// Whether a beat waits in the writer's (reader's) queue.
+        var writerBeatQueued = false
+        var readerBeatQueued = false
     }
 
     /// Holds the reader and the writer until `release` is called, as a hung disk would:
