@@ -402,8 +402,18 @@ public final class SQLiteKeyStore: KeyStore {
                 // A change committed between that read and the loads may have reached the
                 // change feed while the ledger did not hold the key, and been passed over:
                 // now that the keys are held, read their records once more.
-                let records = try pool.read { db in loaded.compactMap { try? Self.record(digest: $0.key.digest, db) } }
-                for record in records { ledger.refresh(record.key, version: record.version, usageEpoch: record.usageEpoch) }
+                // A reset among those changes restarts the held counts from what the file
+                // holds now, as the change feed does, not from zero.
+                let records = try pool.read { db in
+                    loaded.compactMap { held -> (record: (key: APIKey, version: Int64, usageEpoch: Int64), usage: UsageSnapshot?)? in
+                        guard let record = try? Self.record(digest: held.key.digest, db) else { return nil }
+                        let usage = record.usageEpoch != held.usageEpoch ? try? Self.loadUsage(keyID: record.key.id, db) : nil
+                        return (record, usage)
+                    }
+                }
+                for (record, usage) in records {
+                    ledger.refresh(record.key, version: record.version, usageEpoch: record.usageEpoch, storedUsage: usage)
+                }
                 return (Set(loaded.flatMap(\.key.digests)), Set(damaged.keys))
             }
             configuration.metrics.finished(.lookup, startedAt: started, result: outcome, requests: digests.count)
