@@ -265,7 +265,7 @@ extension DataPlaneHandler: UpstreamDelegate {
         case .head(let response):
             exchange.responseStarted = true
             exchange.upstreamKeepAlive = response.isKeepAlive
-            if exchange.admission != nil, response.status.code >= 500 { giveBackIfAsked(exchange) }
+            if exchange.admission != nil, (500..<600).contains(response.status.code) { giveBackIfAsked(exchange) }
             let headers = ProxyHeaders.answer(
                 response.headers, rateLimitFields: exchange.rateLimitFields, requestID: exchange.requestID,
                 close: machine.willStreamAnswer())

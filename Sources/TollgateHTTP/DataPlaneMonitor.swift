@@ -28,8 +28,11 @@ final class DataPlaneMetrics: Sendable {
     /// One histogram per outcome: an admitted request waits for its commit, a refusal
     /// does not, and one histogram would blur the two.
     private let durations: [Timer]
-    /// `givenBack[api]`: admitted requests whose units went back because their upstream
-    /// failed them (routes with `give_back_on_5xx`); no key label, like every other.
+    /// `givenBack[api]`: give-backs asked of the store for admitted requests their upstream
+    /// failed (routes with `give_back_on_5xx`), not units returned: the store may give
+    /// nothing back (a usage reset or key edit since admission, a counter in a later window,
+    /// the key no longer held, Redis not answering), and it is not awaited. No key label,
+    /// like every other.
     private let givenBack: [Counter]
     private static let outcomes = RequestOutcome.allCases.count
 
@@ -124,7 +127,8 @@ final class DataPlaneMonitor: Sendable {
     @inline(__always)
     func apiIndex(of name: String) -> Int { apiIndices[name] ?? apiNames.count - 1 }
 
-    /// An admitted request's units were given back (its upstream failed it).
+    /// A give-back was asked of the store for an admitted request its upstream failed
+    /// (whether the store gave anything back is not known here).
     func gaveBack(api: Int) {
         metrics?.gaveBack(api: api)
     }

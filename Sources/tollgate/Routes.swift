@@ -70,13 +70,16 @@ final class RouteReloader: Service, Sendable {
     /// file is read once, whichever of the signal and the poll saw it first.
     private let lastRead: Mutex<RouteFileStamp?>
 
-    init(path: String, routes: LiveRoutes, logger: Logger, pollInterval: Duration = .seconds(1)) {
+    /// - Parameter loaded: the file's stamp taken *before* `routes` were first read from it
+    ///   (`nil` if it was not there), not now: a change made during or after that first read
+    ///   then differs from it and is reloaded by the first poll, instead of waiting for the
+    ///   file to change again.
+    init(path: String, routes: LiveRoutes, loaded: RouteFileStamp?, logger: Logger, pollInterval: Duration = .seconds(1)) {
         self.path = path
         self.pollInterval = pollInterval
         self.routes = routes
         self.logger = logger
-        // `serve` read the file just before making this.
-        lastRead = Mutex(RouteFileStamp(path: path))
+        lastRead = Mutex(loaded)
     }
 
     func run() async throws {

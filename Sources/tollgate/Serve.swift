@@ -143,6 +143,8 @@ struct Serve: AsyncParsableCommand {
         var dataPlane = DataPlaneConfiguration(host: host, port: port)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let config {
+            // Before the read, so that the reloader sees a change made during or after it.
+            let loaded = RouteFileStamp(path: config)
             do {
                 dataPlane.routes = LiveRoutes(try RouteFile.load(path: config))
             } catch {
@@ -155,7 +157,7 @@ struct Serve: AsyncParsableCommand {
                         + "\nfix them ('tollgate routes check \(config)' lists them) and start again"
                 )
             }
-            services.append(.init(service: RouteReloader(path: config, routes: dataPlane.routes, logger: logger)))
+            services.append(.init(service: RouteReloader(path: config, routes: dataPlane.routes, loaded: loaded, logger: logger)))
         }
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
         dataPlane.monitoring = DataPlaneMonitoring(metricsFactory: telemetry.factory, accessLog: accessLog)

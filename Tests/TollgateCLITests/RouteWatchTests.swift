@@ -28,7 +28,7 @@ import TollgateTestSupport
             try write("routes:\n  - { name: alpha, answer: { body: A } }\n  - { name: beta, answer: { body: B } }\n", to: config)
             let written = ContinuousClock.now
             #expect(try await eventually { try await connection.send(.GET, "/beta", headers: key).status == 200 })
-            #expect(ContinuousClock.now - written < .seconds(3), "taken within two polls")
+            #expect(ContinuousClock.now - written < .seconds(5), "taken within two polls (about 2 s), with room for a loaded machine")
 
             // Renamed over it, as editors and config managers do.
             try write("routes:\n  - { name: beta, answer: { body: B2 } }\n", to: config, atomically: true)

@@ -54,7 +54,7 @@ import TollgateTestSupport
                     $0.monitoring = DataPlaneMonitoring(metricsFactory: MetricsEndpoint.metricsFactory(registry: registry))
                 }
             ) { port, store in
-                let giving = try await makeKey(in: store, limits: ["2/total"], secret: "giving").key
+                let giving = try await makeKey(in: store, limits: ["3/total"], secret: "giving").key
                 for _ in 0..<6 {
                     let response = try await get(port, "/flaky/status/500", key: "giving")
                     #expect(response.status == 500 && response.header("x-upstream") == "yes")
@@ -72,13 +72,14 @@ import TollgateTestSupport
                 #expect(usage.apis["flaky"]?.admitted ?? 0 == 0, "billing charges no failed call")
                 #expect(usage.apis["down"]?.admitted ?? 0 == 0)
 
-                // Anything but a 5xx stays counted, a 4xx included.
+                // Anything but a 5xx stays counted, a 4xx included, and a 6xx is no 5xx.
                 #expect(try await get(port, "/flaky/status/404", key: "giving").status == 404)
+                #expect(try await get(port, "/flaky/status/600", key: "giving").status == 600)
                 #expect(try await get(port, "/flaky/echo", key: "giving").status == 200)
                 #expect(try await get(port, "/flaky/echo", key: "giving").problemCode == "quota_exceeded")
                 usage = try #require(try await store.usage(id: giving.id))
-                #expect(usage.counters["total"]?.used == 2)
-                #expect(usage.apis["flaky"]?.admitted == 2)
+                #expect(usage.counters["total"]?.used == 3)
+                #expect(usage.apis["flaky"]?.admitted == 3)
 
                 // Without the option, a 500 is a served request like any other.
                 let plain = try await makeKey(in: store, limits: ["2/total"], secret: "plain").key
