@@ -537,6 +537,40 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
         }
     }
 
+    /// A commit slower than the timeout: its request is answered 503 and its unit given back
+    /// in memory; when the commit lands late, the next one writes the difference (a negative
+    /// increment), so the file ends with what was served. The upsert once clamped negative
+    /// increments to zero, and the file kept the unit.
+    @Test func aCommitThatLandsAfterItsRequestWas503IsCorrectedInTheFile() async throws {
+        // It times a deadline: apart from the tests that load the machine (see LoadLock).
+        try await LoadLock.exclusively { try await lateCommitIsCorrectedInTheFile() }
+    }
+
+    private func lateCommitIsCorrectedInTheFile() async throws {
+        do {
+            var configuration = SQLiteKeyStore.Configuration(path: try path())
+            configuration.operationTimeout = .milliseconds(200)
+            let store = try SQLiteKeyStore(configuration: configuration)
+            let key = try await makeKey(in: store, limits: ["5/total"], secret: "late").key
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await store.run() }
+                let served = try await admit(store, secret: "late").outcome
+                store.slowDiskForTesting(.milliseconds(600))
+                let late = try await admit(store, secret: "late").outcome
+                store.slowDiskForTesting(.zero)
+                #expect(served == .admitted)
+                #expect(late == .storeUnavailable, "answered when the timeout passed, not when the commit landed")
+                group.cancelAll()
+            }
+            store.flushNow()
+            store.flushNow()
+            let reopened = try SQLiteKeyStore(configuration: .init(path: configuration.path))
+            let usage = try #require(try await reopened.usage(id: key.id))
+            #expect(usage.counters["total"]?.used == 1, "the late commit's unit was taken back in the file")
+            #expect(usage.apis["api1"]?.admitted == 1)
+        }
+    }
+
     /// How many times the store said it was not ready, asked every 10 ms until `end`.
     private func unreadySamples(of store: SQLiteKeyStore, until end: ContinuousClock.Instant) async throws -> Int {
         var unready = 0
