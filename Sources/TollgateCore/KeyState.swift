@@ -158,17 +158,19 @@ public final class KeyState: CachedKey {
     /// generation (a reset or an edit since), which gets nothing back.
     package func giveBackTargets(
         _ request: AdmissionRequest, receipt: AdmissionDecision.Receipt
-    ) -> [(slot: Int, counter: String, windowStart: Int64)]? {
+    ) -> [(counter: String, windowStart: Int64)]? {
         guard receipt.generation == generation else { return nil }
         let cached = policy.plan(for: request.path, key: key)
         return zip(cached.plan.counters, cached.slots).map { counter, slot in
-            (slot, policy.counterIDs[slot], counter.period.window(containing: receipt.decidedAt).start)
+            (policy.counterIDs[slot], counter.period.window(containing: receipt.decidedAt).start)
         }
     }
 
     /// A give-back the file has taken: one unit off the counter's held and written counts
     /// where they are in the unit's window, so that what remains to be written is unchanged.
-    package func applyWrittenGiveBack(slot: Int, windowStart: Int64) {
+    /// Found by id: an edit since may have changed the key's counters (and their slots).
+    package func applyWrittenGiveBack(counter: String, windowStart: Int64) {
+        guard let slot = policy.counterIDs.firstIndex(of: counter) else { return }
         if counters[slot].current.windowStart == windowStart, counters[slot].current.used > 0 { counters[slot].current.used -= 1 }
         if counters[slot].written.windowStart == windowStart, counters[slot].written.used > 0 { counters[slot].written.used -= 1 }
     }

@@ -72,7 +72,9 @@ struct GroupCommit: UsageJournal {
         let write = GiveBackWrite(
             keyID: key.key.id, usageEpoch: key.usageEpoch, api: request.api,
             counters: targets.map { GiveBackWrite.Target(counter: $0.counter, windowStart: $0.windowStart) })
-        giveBacks.append(PendingGiveBack(key: key, generation: key.generation, slots: targets.map(\.slot), write: write, promise: promise))
+        giveBacks.append(PendingGiveBack(key: key, write: write, promise: promise))
+        // Dirty, so that the key stays in memory until the batch carrying this is written.
+        markDirty(key)
         let flush = !isFlushing
         isFlushing = true
         return .queued(flush: flush)
@@ -105,10 +107,6 @@ struct GroupCommit: UsageJournal {
 /// once the file took it.
 struct PendingGiveBack {
     var key: KeyState
-    /// The key's generation when it was queued: after a reset or an edit it changes nothing.
-    var generation: Int64
-    /// The counter slot of each of `write.counters`.
-    var slots: [Int]
     var write: GiveBackWrite
     var promise: EventLoopPromise<Bool>?
 }
@@ -200,15 +198,16 @@ extension QuotaLedger where Journal == GroupCommit {
             if journal.committingNumber == batch.number {
                 journal.committingIncrements.removeAll(keepingCapacity: true)
                 for (giveBack, outcome) in zip(journal.committingGiveBacks, givenBack) {
-                    // After a reset or an edit in this process the held counts are new ones.
-                    let applies = giveBack.key.generation == giveBack.generation
+                    // The file's guard was the usage epoch; memory follows the same rule (a
+                    // reset moves it, an edit does not), so the two take the same units off.
+                    let applies = giveBack.key.usageEpoch == giveBack.write.usageEpoch
                     if applies {
-                        for (slot, (target, took)) in zip(giveBack.slots, zip(giveBack.write.counters, outcome.counters)) where took {
-                            giveBack.key.applyWrittenGiveBack(slot: slot, windowStart: target.windowStart)
+                        for (target, took) in zip(giveBack.write.counters, outcome.counters) where took {
+                            giveBack.key.applyWrittenGiveBack(counter: target.counter, windowStart: target.windowStart)
                         }
                         if outcome.admitted { giveBack.key.applyWrittenGiveBack(api: giveBack.write.api) }
                     }
-                    gave.append((giveBack.promise, applies && outcome.tookAnything))
+                    gave.append((giveBack.promise, outcome.tookAnything))
                 }
                 journal.committingGiveBacks.removeAll(keepingCapacity: true)
             }

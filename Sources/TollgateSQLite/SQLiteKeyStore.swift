@@ -112,6 +112,9 @@ public final class SQLiteKeyStore: KeyStore {
 
     private func followChanges() async {
         var lastSeq = changeFeedStart
+        // A change whose apply keeps failing is skipped after a few polls, so that it cannot
+        // hold back every later change (a revocation, say).
+        var failing: (seq: Int64, tries: Int) = (0, 0)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
                 try await Task.sleep(for: configuration.changePollInterval)
@@ -126,7 +129,15 @@ public final class SQLiteKeyStore: KeyStore {
                     for change in changes {
                         // Past a change only once it is applied: one whose read failed (a
                         // reset's usage, say) is tried again with the next poll.
-                        try await apply(change)
+                        do {
+                            try await apply(change)
+                        } catch {
+                            failing = (change.seq, failing.seq == change.seq ? failing.tries + 1 : 1)
+                            guard failing.tries >= 5 else { throw error }
+                            logger.error(
+                                "skipping a key change that could not be applied in 5 tries",
+                                metadata: ["seq": "\(change.seq)", "error": "\(error)"])
+                        }
                         lastSeq = change.seq
                     }
                     if changes.count < Self.changePageSize { break }
@@ -405,9 +416,12 @@ public final class SQLiteKeyStore: KeyStore {
                 // A reset among those changes restarts the held counts from what the file
                 // holds now, as the change feed does, not from zero.
                 let records = try pool.read { db in
-                    loaded.compactMap { held -> (record: (key: APIKey, version: Int64, usageEpoch: Int64), usage: UsageSnapshot?)? in
+                    try loaded.compactMap { held -> (record: (key: APIKey, version: Int64, usageEpoch: Int64), usage: UsageSnapshot?)? in
                         guard let record = try? Self.record(digest: held.key.digest, db) else { return nil }
-                        let usage = record.usageEpoch != held.usageEpoch ? try? Self.loadUsage(keyID: record.key.id, db) : nil
+                        // Against the epoch the ledger holds: the key may have been held
+                        // already (by id, under an older digest), and not taken from this read.
+                        let heldEpoch = ledger.usageEpoch(of: record.key.id) ?? held.usageEpoch
+                        let usage = record.usageEpoch > heldEpoch ? try Self.loadUsage(keyID: record.key.id, db) : nil
                         return (record, usage)
                     }
                 }
