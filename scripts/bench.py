@@ -89,20 +89,12 @@ def use_every_key(port, count, directory):
 
 def start_redis(directory):
     """A throwaway redis-server on a free port (no persistence), for the Redis runs."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, "redis://127.0.0.1:%d" % port
-        except OSError:
-            time.sleep(0.05)
+    if wait_for_port(port):
+        return process, "redis://127.0.0.1:%d" % port
     process.kill()
     sys.exit("bench: redis-server did not start")
 
@@ -140,11 +132,29 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for_port(port, seconds=10):
+    """Whether something accepts connections on 127.0.0.1:port within `seconds`."""
+    import socket
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def find_nginx():
+    """Debian's nginx (nginx-light), on PATH or in /usr/sbin; None when not installed."""
+    import shutil
+    return shutil.which("nginx") or next((p for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] if os.access(p, os.X_OK)), None)
+
+
 def start_nginx(directory):
     """nginx-light with one worker: a static answer behind a header check, the ceiling a
     gateway on this box is measured against."""
-    import shutil
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    nginx = find_nginx()
     if not nginx:
         return None, None
     port = free_port()
@@ -152,14 +162,8 @@ def start_nginx(directory):
     with open(conf, "w") as f:
         f.write(NGINX_CONF % {"dir": directory, "port": port})
     process = subprocess.Popen([nginx, "-c", conf, "-p", directory], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            time.sleep(0.05)
+    if wait_for_port(port):
+        return process, port
     process.kill()
     return None, None
 
@@ -452,19 +456,13 @@ def start_proxy_nginx(directory, name, template, **values):
     user = "user root;\n" if os.getuid() == 0 else ""
     with open(path, "w") as f:
         f.write(user + template % dict(values, dir=directory, port=port))
-    nginx = next((p for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] if os.access(p, os.X_OK)), None)
+    nginx = find_nginx()
     if nginx is None:
         sys.exit("bench: --proxy needs nginx: install it with 'apt-get install -y nginx-light'")
     process = subprocess.Popen([nginx, "-p", directory, "-e", os.path.join(directory, name + "-error.log"), "-c", path],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
-        except OSError:
-            time.sleep(0.05)
+    if wait_for_port(port):
+        return process, port
     process.kill()
     sys.exit("bench: nginx (%s) did not start: %s" % (name, open(os.path.join(directory, name + "-error.log")).read()))
 
