@@ -7,19 +7,16 @@ import TollgateTestSupport
 /// The commands issue 7 adds (`keys update`, `keys rotate`, `usage --format`, `usage reset`)
 /// and `serve`'s admin token, run as a user runs them: the built binary on a real file.
 @Suite struct AdminCLITests {
-    let directory: URL
-    let store: String
+    let cli: CLIStore
+    var directory: URL { cli.directory }
+    var store: String { cli.store }
 
     init() throws {
-        directory = try TestPaths.temporaryDirectory()
-        store = "sqlite:" + directory.appendingPathComponent("cli.sqlite").path
+        cli = try CLIStore()
     }
 
     func createKey(_ extra: [String]) async throws -> (id: String, key: String) {
-        let result = try await tollgate(["keys", "create", "--json", "--store", store] + extra)
-        #expect(result.status == 0, "\(result.stderr)")
-        let object = try #require(try result.json() as? [String: Any])
-        return (try #require(object["id"] as? String), try #require(object["key"] as? String))
+        try await cli.createKey(extra)
     }
 
     /// Polls `condition` for up to `seconds`: what a running server takes from the store

@@ -7,19 +7,16 @@ import TollgateTestSupport
 
 /// The CLI as a user runs it: the built binary, a real SQLite file, real processes.
 @Suite struct CLITests {
-    let directory: URL
-    let store: String
+    let cli: CLIStore
+    var directory: URL { cli.directory }
+    var store: String { cli.store }
 
     init() throws {
-        directory = try TestPaths.temporaryDirectory()
-        store = "sqlite:" + directory.appendingPathComponent("cli.sqlite").path
+        cli = try CLIStore()
     }
 
     func createKey(_ extra: [String]) async throws -> (id: String, key: String) {
-        let result = try await tollgate(["keys", "create", "--json", "--store", store] + extra)
-        #expect(result.status == 0, "\(result.stderr)")
-        let object = try #require(try result.json() as? [String: Any])
-        return (try #require(object["id"] as? String), try #require(object["key"] as? String))
+        try await cli.createKey(extra)
     }
 
     @Test func createListShowRevokeAndUsageSpeakJSON() async throws {
