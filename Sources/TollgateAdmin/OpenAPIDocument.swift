@@ -678,37 +678,7 @@ enum OpenAPIDocument {
                 }
               },
               "KeyUpdate": {
-                "type": "object",
-                "additionalProperties": false,
-                "properties": {
-                  "name": {
-                    "type": "string",
-                    "maxLength": 200,
-                    "description": "A name to recognize the key by; printable text."
-                  },
-                  "scopes": {
-                    "type": "array",
-                    "items": {
-                      "type": "string"
-                    },
-                    "description": "API patterns the key may reach: `*`, `api1`, `api1*`, `api1/`, `/`."
-                  },
-                  "limits": {
-                    "type": "array",
-                    "maxItems": 64,
-                    "items": {
-                      "type": "string"
-                    },
-                    "description": "Quotas as on the CLI: `N/PERIOD` or `PATTERN:N/PERIOD`, PERIOD one of total, second, minute, hour, day, month."
-                  },
-                  "expires_at": {
-                    "type": [
-                      "string",
-                      "null"
-                    ],
-                    "description": "A span from now (`30d`, `12h`), a date (`2030-01-01`) or an RFC 3339 time; `null` for no expiry."
-                  }
-                }
+                "$ref": "#/components/schemas/KeyCreate"
               },
               "Rotate": {
                 "type": "object",
