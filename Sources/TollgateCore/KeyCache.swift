@@ -44,8 +44,9 @@ public struct KeyCache<Entry: CachedKey> {
     }
 
     public let configuration: Configuration
-    private var byDigest: [KeyDigest: Entry] = [:]
-    private var byID: [KeyID: Entry] = [:]
+    /// Each entry once per digest of its record (two after a rotation), and once by id.
+    private var byDigest = KeyIndex<Entry>()
+    private var byID = KeyIndex<Entry>()
     private var unknown: [KeyDigest: Int64] = [:]
     private var newest: Entry?
     private var oldest: Entry?
@@ -57,11 +58,11 @@ public struct KeyCache<Entry: CachedKey> {
     public var count: Int { byID.count }
 
     /// Every held entry, in no order.
-    public var entries: Dictionary<KeyID, Entry>.Values { byID.values }
+    public var entries: [Entry] { byID.entries }
 
     /// Finds the entry for a secret's digest and marks it recently used.
     public mutating func lookup(_ digest: KeyDigest, now: Timestamp) -> Lookup {
-        guard let entry = byDigest[digest] else {
+        guard let entry = entry(digest: digest) else {
             if let until = unknown[digest] {
                 if until > now.millisecondsSinceEpoch { return .unknown }
                 unknown[digest] = nil
@@ -72,9 +73,19 @@ public struct KeyCache<Entry: CachedKey> {
         return .held(entry)
     }
 
-    public func entry(id: KeyID) -> Entry? { byID[id] }
+    public func entry(id: KeyID) -> Entry? {
+        byID.find(tag: Self.tag(id)) { $0.key.id == id }
+    }
 
-    public func entry(digest: KeyDigest) -> Entry? { byDigest[digest] }
+    public func entry(digest: KeyDigest) -> Entry? {
+        byDigest.find(tag: Self.tag(digest)) { $0.key.digest == digest || $0.key.previousDigest == digest }
+    }
+
+    /// A digest is SHA-256 output: its first word is as good a hash as any.
+    private static func tag(_ digest: KeyDigest) -> UInt32 { UInt32(truncatingIfNeeded: digest.words.0) }
+
+    /// Ids are chosen by operators, so they are hashed with the process's random seed.
+    private static func tag(_ id: KeyID) -> UInt32 { UInt32(truncatingIfNeeded: id.hashValue) }
 
     /// Holds `entry` unless its digest or id is held already: the check and the insert are
     /// one step under the owner's lock, so two racing creates of one secret cannot both win.
@@ -85,9 +96,9 @@ public struct KeyCache<Entry: CachedKey> {
         let key = entry.key
         let digests = key.digests
         for digest in digests { unknown[digest] = nil }
-        guard byID[key.id] == nil, digests.allSatisfy({ byDigest[$0] == nil }) else { return false }
-        for digest in digests { byDigest[digest] = entry }
-        byID[key.id] = entry
+        guard self.entry(id: key.id) == nil, digests.allSatisfy({ self.entry(digest: $0) == nil }) else { return false }
+        for digest in digests { byDigest.insert(entry, tag: Self.tag(digest)) }
+        byID.insert(entry, tag: Self.tag(key.id))
         if let capacity = configuration.capacity {
             link(entry)
             evict(beyond: capacity, sparing: entry, mayDrop: mayDrop)
@@ -101,11 +112,11 @@ public struct KeyCache<Entry: CachedKey> {
     public mutating func reindex(_ entry: Entry, oldDigests: [KeyDigest]) {
         let digests = entry.key.digests
         guard digests != oldDigests else { return }
-        for digest in oldDigests where !digests.contains(digest) && byDigest[digest] === entry {
-            byDigest[digest] = nil
+        for digest in oldDigests where !digests.contains(digest) {
+            byDigest.remove(entry, tag: Self.tag(digest))
         }
-        for digest in digests where byDigest[digest] == nil {
-            byDigest[digest] = entry
+        for digest in digests where self.entry(digest: digest) == nil {
+            byDigest.insert(entry, tag: Self.tag(digest))
             unknown[digest] = nil
         }
     }
@@ -129,7 +140,7 @@ public struct KeyCache<Entry: CachedKey> {
 
     /// Remembers that no key has this digest, so that repeated tries cost no store lookup.
     public mutating func rememberUnknown(_ digest: KeyDigest, now: Timestamp) {
-        guard byDigest[digest] == nil else { return }
+        guard entry(digest: digest) == nil else { return }
         if unknown.count >= configuration.unknownKeyCapacity { unknown.removeAll(keepingCapacity: true) }
         unknown[digest] = now.millisecondsSinceEpoch + configuration.unknownKeyMilliseconds
     }
@@ -170,8 +181,8 @@ public struct KeyCache<Entry: CachedKey> {
             steps -= 1
             if mayDrop(victim) {
                 unlink(victim)
-                for digest in victim.key.digests where byDigest[digest] === victim { byDigest[digest] = nil }
-                byID[victim.key.id] = nil
+                for digest in victim.key.digests { byDigest.remove(victim, tag: Self.tag(digest)) }
+                byID.remove(victim, tag: Self.tag(victim.key.id))
             } else {
                 touch(victim)
             }
