@@ -11,9 +11,9 @@ public final class KeyState: CachedKey {
     /// One per ``KeyPolicy/counterIDs``, with what the store holds of it, as far as this
     /// process knows: a persistent store writes the difference, an increment, so that no
     /// write ever replaces a count another writer made.
-    private var counters: [CounterSlot]
+    private var counters: SmallArray<CounterSlot>
     /// Per API: admitted and refused counts, and what the store holds of them.
-    private var apis: [APISlot]
+    private var apis: SmallArray<APISlot>
     /// Moved on whenever the limits are replaced or the usage reset, so that units taken
     /// before are never given back to counters that did not take them. Drawn from one
     /// process-wide sequence, so that a key dropped from memory and loaded again never
@@ -50,11 +50,12 @@ public final class KeyState: CachedKey {
         self.version = version
         self.usageEpoch = usageEpoch
         let zero = UsageCounter(windowStart: 0, used: 0)
-        counters = policy.counterIDs.map { id in
-            let held = usage?.counters[id] ?? zero
-            return CounterSlot(current: held, written: held)
-        }
-        apis = (usage?.apis ?? [:]).map { APISlot(api: $0.key, current: $0.value, written: $0.value) }
+        counters = SmallArray(
+            policy.counterIDs.lazy.map { id in
+                let held = usage?.counters[id] ?? zero
+                return CounterSlot(current: held, written: held)
+            })
+        apis = SmallArray((usage?.apis ?? [:]).lazy.map { APISlot(api: $0.key, current: $0.value, written: $0.value) })
     }
 
     private static let generations = Atomic<Int64>(0)
@@ -71,7 +72,7 @@ public final class KeyState: CachedKey {
         guard policy !== self.policy else { return }
         let old = Dictionary(uniqueKeysWithValues: zip(self.policy.counterIDs, counters))
         let zero = UsageCounter(windowStart: 0, used: 0)
-        counters = policy.counterIDs.map { old[$0] ?? CounterSlot(current: zero, written: zero) }
+        counters = SmallArray(policy.counterIDs.lazy.map { old[$0] ?? CounterSlot(current: zero, written: zero) })
         self.policy = policy
     }
 
@@ -194,8 +195,8 @@ public final class KeyState: CachedKey {
         usageEpoch = epoch ?? usageEpoch + 1
         let zero = UsageCounter(windowStart: 0, used: 0)
         guard let stored else {
-            counters = counters.map { _ in CounterSlot(current: zero, written: zero) }
-            apis = []
+            counters = SmallArray(counters.lazy.map { _ in CounterSlot(current: zero, written: zero) })
+            apis.removeAll()
             return
         }
         for (index, id) in policy.counterIDs.enumerated() {
@@ -214,7 +215,7 @@ public final class KeyState: CachedKey {
             }
             counters[index] = CounterSlot(current: current, written: held)
         }
-        var merged: [APISlot] = stored.apis.map { APISlot(api: $0.key, current: $0.value, written: $0.value) }
+        var merged = SmallArray(stored.apis.lazy.map { APISlot(api: $0.key, current: $0.value, written: $0.value) })
         for slot in apis where slot.current != slot.written {
             let added = slot.current.subtracting(slot.written)
             if let index = merged.firstIndex(where: { $0.api == slot.api }) {
