@@ -52,11 +52,12 @@ end
 def write_keys(path, count):
     """The one key the scenarios use (api1 never spent, api2 always spent), and count - 1
     others with known secrets (bench-k-0000000...), so that the last step can use every one
-    of them once: count keys in all."""
+    of them once: count keys in all. Their ids are left to the import to generate, as a
+    migration from the old service (whose keys have none) does."""
     with open(path, "w") as f:
         f.write(json.dumps({"key": "bench-key", "scopes": ["*"], "limits": ["api1:1000000000000/total", "api2:0/total"]}) + "\n")
         for i in range(count - 1):
-            f.write('{"key":"bench-k-%07d","scopes":["api1"],"limits":["100/day"],"id":"key_bench%07d"}\n' % (i, i))
+            f.write('{"key":"bench-k-%07d","scopes":["api1"],"limits":["100/day"]}\n' % i)
 
 
 EVERY_KEY_LUA = """

@@ -41,6 +41,16 @@ public enum KeySecret {
 enum Base62 {
     static let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
 
+    /// The digit a character stands for; `nil` for a character outside the alphabet.
+    static func value(of byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"): byte - UInt8(ascii: "A") + 10
+        case UInt8(ascii: "a")...UInt8(ascii: "z"): byte - UInt8(ascii: "a") + 36
+        default: nil
+        }
+    }
+
     static func random(count: Int, using generator: inout some RandomNumberGenerator) -> String {
         var text = [UInt8]()
         text.reserveCapacity(count)
@@ -74,78 +84,5 @@ enum CRC32 {
         var crc: UInt32 = 0xFFFF_FFFF
         for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
         return crc ^ 0xFFFF_FFFF
-    }
-}
-
-/// The public, stable name of a key: safe to log, print and put in URLs.
-public struct KeyID: Sendable, Hashable, Comparable, Codable, CustomStringConvertible {
-    public var rawValue: String
-
-    public init(rawValue: String) { self.rawValue = rawValue }
-
-    /// A new random id, `key_` and 16 base62 characters.
-    public static func generate() -> KeyID {
-        var generator = SystemRandomNumberGenerator()
-        return generate(using: &generator)
-    }
-
-    /// A new random id from `generator`, which must be as unpredictable as the system's: an
-    /// import that makes a million ids draws its randomness in bulk.
-    public static func generate(using generator: inout some RandomNumberGenerator) -> KeyID {
-        // Eight characters from each random word, a byte each: bytes from 248 up are
-        // dropped, so that each of the 62 characters stays equally likely.
-        var text: [UInt8] = Array("key_".utf8)
-        text.reserveCapacity(20)
-        while text.count < 20 {
-            var word = generator.next()
-            for _ in 0..<8 where text.count < 20 {
-                let byte = UInt8(truncatingIfNeeded: word)
-                word >>= 8
-                if byte < 248 { text.append(Base62.alphabet[Int(byte % 62)]) }
-            }
-        }
-        return KeyID(rawValue: String(decoding: text, as: UTF8.self))
-    }
-
-    /// An id given by an operator (an import, later the admin API), checked against the one
-    /// grammar every id follows: 1 to ``maximumLength`` characters of `A-Z a-z 0-9 _ . -`,
-    /// starting with a letter or digit. Ids are printed, logged and put in URLs and shell
-    /// commands, so an empty, spaced, control-character or huge id is refused.
-    public init(validating text: String) throws(TollgateError) {
-        guard Self.isValid(text) else {
-            throw TollgateError(
-                .invalidInput,
-                "id \(TollgateError.quote(text)) is not valid: an id is 1 to \(Self.maximumLength) letters, digits, '_', '.' or '-', starting with a letter or digit (e.g. key_partner-1)"
-            )
-        }
-        self.init(rawValue: text)
-    }
-
-    /// The longest id accepted.
-    public static let maximumLength = 64
-
-    /// Whether `text` follows the id grammar (see ``init(validating:)``).
-    public static func isValid(_ text: String) -> Bool {
-        let utf8 = text.utf8
-        guard let first = utf8.first, utf8.count <= maximumLength, isAlphanumeric(first) else { return false }
-        return utf8.allSatisfy { isAlphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
-    }
-
-    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
-        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-            || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
-    }
-
-    public var description: String { rawValue }
-
-    public static func < (lhs: KeyID, rhs: KeyID) -> Bool { lhs.rawValue < rhs.rawValue }
-
-    public init(from decoder: any Decoder) throws {
-        rawValue = try decoder.singleValueContainer().decode(String.self)
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(rawValue)
     }
 }
