@@ -8,13 +8,67 @@ public struct APIKey: Sendable, Hashable {
     /// Quotas a request must all fit; empty means unmetered.
     public var limits: [LimitSpec]
     public var createdAt: Timestamp
-    public var expiresAt: Timestamp?
-    public var revokedAt: Timestamp?
+    public var expiresAt: Timestamp? {
+        get { Self.timestamp(expiresAtMilliseconds) }
+        set { expiresAtMilliseconds = Self.milliseconds(newValue) }
+    }
+    public var revokedAt: Timestamp? {
+        get { Self.timestamp(revokedAtMilliseconds) }
+        set { revokedAtMilliseconds = Self.milliseconds(newValue) }
+    }
     /// After a rotation: the previous secret's digest, which still opens the key until
     /// `previousDigestExpiresAt` and is refused as revoked after it. Kept until the next
     /// rotation, so that the old secret keeps answering `key_revoked`, not `invalid_api_key`.
-    public var previousDigest: KeyDigest?
-    public var previousDigestExpiresAt: Timestamp?
+    public var previousDigest: KeyDigest? {
+        get { rotation?.digest }
+        set { rotation = Rotation.make(digest: newValue, until: previousDigestExpiresAt) }
+    }
+    public var previousDigestExpiresAt: Timestamp? {
+        get { rotation?.until }
+        set { rotation = Rotation.make(digest: previousDigest, until: newValue) }
+    }
+
+    // A server may hold a million records, so the optional times are stored without
+    // `Optional`'s padding (an `Int64` each, `Int64.min` for none: 16 bytes less) and the
+    // rotation, which most keys never have, out of line (one reference for 56 bytes).
+    private var expiresAtMilliseconds: Int64
+    private var revokedAtMilliseconds: Int64
+    private var rotation: Rotation?
+
+    /// What a rotation leaves on the record; immutable, so that copies of a record share it.
+    private final class Rotation: Sendable, Hashable {
+        let digest: KeyDigest?
+        let until: Timestamp?
+
+        private init(digest: KeyDigest?, until: Timestamp?) {
+            self.digest = digest
+            self.until = until
+        }
+
+        static func make(digest: KeyDigest?, until: Timestamp?) -> Rotation? {
+            digest == nil && until == nil ? nil : Rotation(digest: digest, until: until)
+        }
+
+        static func == (lhs: Rotation, rhs: Rotation) -> Bool {
+            lhs.digest == rhs.digest && lhs.until == rhs.until
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(digest)
+            hasher.combine(until)
+        }
+    }
+
+    private static func timestamp(_ milliseconds: Int64) -> Timestamp? {
+        milliseconds == .min ? nil : Timestamp(millisecondsSinceEpoch: milliseconds)
+    }
+
+    private static func milliseconds(_ timestamp: Timestamp?) -> Int64 {
+        // An instant at `Int64.min` (no parser makes one) is kept one millisecond later,
+        // never read back as none: an expiry must not turn into no expiry.
+        guard let timestamp else { return .min }
+        return max(timestamp.millisecondsSinceEpoch, .min + 1)
+    }
 
     public init(
         id: KeyID,
@@ -34,10 +88,9 @@ public struct APIKey: Sendable, Hashable {
         self.scopes = scopes
         self.limits = limits
         self.createdAt = createdAt
-        self.expiresAt = expiresAt
-        self.revokedAt = revokedAt
-        self.previousDigest = previousDigest
-        self.previousDigestExpiresAt = previousDigestExpiresAt
+        expiresAtMilliseconds = Self.milliseconds(expiresAt)
+        revokedAtMilliseconds = Self.milliseconds(revokedAt)
+        rotation = Rotation.make(digest: previousDigest, until: previousDigestExpiresAt)
     }
 
     /// Every digest that finds this key: the current one and, after a rotation, the previous.
@@ -59,8 +112,7 @@ public struct APIKey: Sendable, Hashable {
     /// one, accepted until `until`; id, scopes, limits and usage stay.
     public func rotated(to newDigest: KeyDigest, previousUntil until: Timestamp) -> APIKey {
         var key = self
-        key.previousDigest = digest
-        key.previousDigestExpiresAt = until
+        key.rotation = Rotation.make(digest: digest, until: until)
         key.digest = newDigest
         return key
     }
