@@ -8,12 +8,16 @@ import Synchronization
 public final class KeyState: CachedKey {
     public private(set) var key: APIKey
     private(set) var policy: KeyPolicy
-    /// One per ``KeyPolicy/counterIDs``, with what the store holds of it, as far as this
-    /// process knows: a persistent store writes the difference, an increment, so that no
-    /// write ever replaces a count another writer made.
-    private var counters: SmallArray<CounterSlot>
-    /// Per API: admitted and refused counts, and what the store holds of them.
-    private var apis: SmallArray<APISlot>
+    /// One per ``KeyPolicy/counterIDs``.
+    private var counters: SmallArray<UsageCounter>
+    /// Per API: admitted and refused counts.
+    private var apis: SmallArray<APICount>
+    /// What the store holds of the counts, as far as this process knows, while it differs
+    /// from them: a persistent store writes the difference, an increment, so that no write
+    /// ever replaces a count another writer made. `nil` when the store holds the counts
+    /// (so most of a million held keys keep no second copy); made by ``holdWritten()``
+    /// before the counts change.
+    private var written: Written?
     /// Moved on whenever the limits are replaced or the usage reset, so that units taken
     /// before are never given back to counters that did not take them. Drawn from one
     /// process-wide sequence, so that a key dropped from memory and loaded again never
@@ -26,21 +30,43 @@ public final class KeyState: CachedKey {
     /// counted before a reset must not land after it.
     package private(set) var usageEpoch: Int64
     /// For a persistent store's journal: whether the key has counts not yet in a batch, and
-    /// the last batch that carried its usage (the key may leave memory once it finished).
-    package var isDirty = false
-    package var lastBatch: Int64 = 0
+    /// otherwise the last batch that carried its usage (the key may leave memory once it
+    /// finished). One word for both (a batch number is never negative), as a million held
+    /// keys make every word of this object count.
+    private var journalMark: Int64 = 0
+    package var isDirty: Bool { journalMark < 0 }
+    /// Meaningful only while the key is not dirty.
+    package var lastBatch: Int64 { max(journalMark, 0) }
+
+    package func markDirty() {
+        journalMark = -1
+    }
+
+    /// Taken into batch `number`: no longer dirty.
+    package func markTaken(inBatch number: Int64) {
+        precondition(number >= 0)
+        journalMark = number
+    }
     public var newer: KeyState?
     public var older: KeyState?
 
-    struct CounterSlot {
-        var current: UsageCounter
-        var written: UsageCounter
+    struct APICount: SmallArrayElement {
+        var api: String
+        var usage: APIUsage
+
+        static var vacant: APICount { APICount(api: "", usage: .vacant) }
+        var isVacant: Bool { usage.isVacant }
     }
 
-    struct APISlot {
-        var api: String
-        var current: APIUsage
-        var written: APIUsage
+    /// The written counts, one per counter and per API, in the same order.
+    private final class Written {
+        var counters: SmallArray<UsageCounter>
+        var apis: SmallArray<APIUsage>
+
+        init(counters: SmallArray<UsageCounter>, apis: SmallArray<APIUsage>) {
+            self.counters = counters
+            self.apis = apis
+        }
     }
 
     /// A key loaded with the usage the store holds for it (which is what counts as written).
@@ -50,13 +76,23 @@ public final class KeyState: CachedKey {
         self.version = version
         self.usageEpoch = usageEpoch
         let zero = UsageCounter(windowStart: 0, used: 0)
-        counters = SmallArray(
-            policy.counterIDs.lazy.map { id in
-                let held = usage?.counters[id] ?? zero
-                return CounterSlot(current: held, written: held)
-            })
-        apis = SmallArray((usage?.apis ?? [:]).lazy.map { APISlot(api: $0.key, current: $0.value, written: $0.value) })
+        counters = SmallArray(policy.counterIDs.lazy.map { usage?.counters[$0] ?? zero })
+        apis = SmallArray((usage?.apis ?? [:]).lazy.map { APICount(api: $0.key, usage: $0.value) })
     }
+
+    /// Keeps what the store holds before the counts change (it is what they are now, unless
+    /// they changed since the last write). Called before every change to the counts.
+    @discardableResult
+    private func holdWritten() -> Written {
+        if let written { return written }
+        let held = Written(counters: counters, apis: SmallArray(apis.lazy.map(\.usage)))
+        written = held
+        return held
+    }
+
+    private func writtenCounter(_ index: Int) -> UsageCounter { written?.counters[index] ?? counters[index] }
+
+    private func writtenAPI(_ index: Int) -> APIUsage { written?.apis[index] ?? apis[index].usage }
 
     private static let generations = Atomic<Int64>(0)
 
@@ -70,9 +106,12 @@ public final class KeyState: CachedKey {
         self.key = key
         generation = Self.nextGeneration()
         guard policy !== self.policy else { return }
-        let old = Dictionary(uniqueKeysWithValues: zip(self.policy.counterIDs, counters))
         let zero = UsageCounter(windowStart: 0, used: 0)
-        counters = SmallArray(policy.counterIDs.lazy.map { old[$0] ?? CounterSlot(current: zero, written: zero) })
+        let old = Dictionary(uniqueKeysWithValues: self.policy.counterIDs.enumerated().map { ($1, $0) })
+        if let written {
+            written.counters = SmallArray(policy.counterIDs.lazy.map { old[$0].map { written.counters[$0] } ?? zero })
+        }
+        counters = SmallArray(policy.counterIDs.lazy.map { old[$0].map { self.counters[$0] } ?? zero })
         self.policy = policy
     }
 
@@ -95,17 +134,17 @@ public final class KeyState: CachedKey {
         windowStarts.reserveCapacity(plan.counters.count)
         for (counter, slot) in zip(plan.counters, cached.slots) {
             let window = counter.period.window(containing: request.now)
-            used.append(counters[slot].current.used(in: window))
+            used.append(counters[slot].used(in: window))
             windowStarts.append(window.start)
         }
         var decision = plan.evaluate(used: used, now: request.now, keyID: key.id)
         if decision.outcome == .admitted {
             decision.receipt = AdmissionDecision.Receipt(decidedAt: request.now, generation: generation)
+            holdWritten()
             for (index, slot) in cached.slots.enumerated() {
                 // Never move a window backwards: after a clock step back, the later window
                 // keeps counting rather than starting afresh.
-                counters[slot].current = UsageCounter(
-                    windowStart: max(counters[slot].current.windowStart, windowStarts[index]), used: used[index] + 1)
+                counters[slot] = UsageCounter(windowStart: max(counters[slot].windowStart, windowStarts[index]), used: used[index] + 1)
             }
         }
         count(decision.outcome, api: request.api)
@@ -117,13 +156,14 @@ public final class KeyState: CachedKey {
     /// counter has since moved to a later window (then the unit is gone already).
     package func giveBack(_ request: AdmissionRequest, generation: Int64) {
         guard generation == self.generation else { return }
-        if let index = apis.firstIndex(where: { $0.api == request.api }), apis[index].current.admitted > 0 {
-            apis[index].current.admitted -= 1
+        holdWritten()
+        if let index = apis.firstIndex(where: { $0.api == request.api }), apis[index].usage.admitted > 0 {
+            apis[index].usage.admitted -= 1
         }
         let cached = policy.plan(for: request.path, key: key)
         for (counter, slot) in zip(cached.plan.counters, cached.slots) {
             let window = counter.period.window(containing: request.now)
-            if counters[slot].current.used(in: window) > 0 { counters[slot].current.used -= 1 }
+            if counters[slot].used(in: window) > 0 { counters[slot].used -= 1 }
         }
     }
 
@@ -139,15 +179,17 @@ public final class KeyState: CachedKey {
     package func giveBack(_ request: AdmissionRequest, receipt: AdmissionDecision.Receipt) -> Bool {
         guard receipt.generation == generation else { return false }
         var changed = false
-        if let index = apis.firstIndex(where: { $0.api == request.api }), apis[index].current.admitted > 0 {
-            apis[index].current.admitted -= 1
+        if let index = apis.firstIndex(where: { $0.api == request.api }), apis[index].usage.admitted > 0 {
+            holdWritten()
+            apis[index].usage.admitted -= 1
             changed = true
         }
         let cached = policy.plan(for: request.path, key: key)
         for (counter, slot) in zip(cached.plan.counters, cached.slots) {
             let window = counter.period.window(containing: receipt.decidedAt)
-            if counters[slot].current.windowStart == window.start, counters[slot].current.used > 0 {
-                counters[slot].current.used -= 1
+            if counters[slot].windowStart == window.start, counters[slot].used > 0 {
+                holdWritten()
+                counters[slot].used -= 1
                 changed = true
             }
         }
@@ -172,15 +214,18 @@ public final class KeyState: CachedKey {
     /// Found by id: an edit since may have changed the key's counters (and their slots).
     package func applyWrittenGiveBack(counter: String, windowStart: Int64) {
         guard let slot = policy.counterIDs.firstIndex(of: counter) else { return }
-        if counters[slot].current.windowStart == windowStart, counters[slot].current.used > 0 { counters[slot].current.used -= 1 }
-        if counters[slot].written.windowStart == windowStart, counters[slot].written.used > 0 { counters[slot].written.used -= 1 }
+        // Without a written copy the two are equal and stay so.
+        if let written, written.counters[slot].windowStart == windowStart, written.counters[slot].used > 0 {
+            written.counters[slot].used -= 1
+        }
+        if counters[slot].windowStart == windowStart, counters[slot].used > 0 { counters[slot].used -= 1 }
     }
 
     /// As ``applyWrittenGiveBack(slot:windowStart:)``, for the API's admitted count.
     package func applyWrittenGiveBack(api: String) {
         guard let index = apis.firstIndex(where: { $0.api == api }) else { return }
-        if apis[index].current.admitted > 0 { apis[index].current.admitted -= 1 }
-        if apis[index].written.admitted > 0 { apis[index].written.admitted -= 1 }
+        if let written, written.apis[index].admitted > 0 { written.apis[index].admitted -= 1 }
+        if apis[index].usage.admitted > 0 { apis[index].usage.admitted -= 1 }
     }
 
     /// Starts every counter and per-API count again from zero, as the store does. A new
@@ -195,13 +240,15 @@ public final class KeyState: CachedKey {
         usageEpoch = epoch ?? usageEpoch + 1
         let zero = UsageCounter(windowStart: 0, used: 0)
         guard let stored else {
-            counters = SmallArray(counters.lazy.map { _ in CounterSlot(current: zero, written: zero) })
+            counters = SmallArray(counters.lazy.map { _ in zero })
             apis.removeAll()
+            written = nil
             return
         }
+        var heldCounters = SmallArray<UsageCounter>()
         for (index, id) in policy.counterIDs.enumerated() {
-            let now = counters[index].current
-            let before = counters[index].written
+            let now = counters[index]
+            let before = writtenCounter(index)
             let held = stored.counters[id] ?? zero
             var current = held
             if now != before {
@@ -213,31 +260,37 @@ public final class KeyState: CachedKey {
                     current.used = max(0, current.used + added)
                 }
             }
-            counters[index] = CounterSlot(current: current, written: held)
+            counters[index] = current
+            heldCounters.append(held)
         }
-        var merged = SmallArray(stored.apis.lazy.map { APISlot(api: $0.key, current: $0.value, written: $0.value) })
-        for slot in apis where slot.current != slot.written {
-            let added = slot.current.subtracting(slot.written)
-            if let index = merged.firstIndex(where: { $0.api == slot.api }) {
-                merged[index].current = merged[index].current.adding(added)
-                merged[index].current.admitted = max(0, merged[index].current.admitted)
+        var merged = SmallArray(stored.apis.lazy.map { APICount(api: $0.key, usage: $0.value) })
+        var heldAPIs = SmallArray(stored.apis.lazy.map(\.value))
+        for (index, count) in apis.enumerated() where count.usage != writtenAPI(index) {
+            let added = count.usage.subtracting(writtenAPI(index))
+            if let index = merged.firstIndex(where: { $0.api == count.api }) {
+                merged[index].usage = merged[index].usage.adding(added)
+                merged[index].usage.admitted = max(0, merged[index].usage.admitted)
             } else {
                 var current = added
                 current.admitted = max(0, current.admitted)
-                merged.append(APISlot(api: slot.api, current: current, written: APIUsage()))
+                merged.append(APICount(api: count.api, usage: current))
+                heldAPIs.append(APIUsage())
             }
         }
         apis = merged
+        written = Written(counters: heldCounters, apis: heldAPIs)
     }
 
     private func count(_ outcome: AdmissionDecision.Outcome, api: String) {
         // A key reaches a few APIs: a scan of a small array beats hashing into a dictionary.
+        let written = holdWritten()
         if let index = apis.firstIndex(where: { $0.api == api }) {
-            apis[index].current.count(outcome)
+            apis[index].usage.count(outcome)
         } else {
             var usage = APIUsage()
             usage.count(outcome)
-            apis.append(APISlot(api: api, current: usage, written: APIUsage()))
+            apis.append(APICount(api: api, usage: usage))
+            written.apis.append(APIUsage())
         }
     }
 
@@ -245,20 +298,20 @@ public final class KeyState: CachedKey {
     /// changes count as written. ``restore(_:)`` undoes that if the write fails.
     package func takeIncrement() -> UsageIncrement {
         var increment = UsageIncrement(keyID: key.id, usageEpoch: usageEpoch)
-        for index in counters.indices where counters[index].current != counters[index].written {
-            let now = counters[index].current
-            let before = counters[index].written
+        guard let written else { return increment }
+        for index in counters.indices where counters[index] != written.counters[index] {
+            let now = counters[index]
+            let before = written.counters[index]
             // A later window starts from zero, so its whole count is the increment.
             let added = now.windowStart == before.windowStart ? now.used - before.used : now.used
             increment.counters.append(
                 .init(counter: policy.counterIDs[index], windowStart: now.windowStart, added: added, before: before))
-            counters[index].written = now
         }
-        for index in apis.indices where apis[index].current != apis[index].written {
-            let before = apis[index].written
-            increment.apis.append(.init(api: apis[index].api, added: apis[index].current.subtracting(before), before: before))
-            apis[index].written = apis[index].current
+        for index in apis.indices where apis[index].usage != written.apis[index] {
+            let before = written.apis[index]
+            increment.apis.append(.init(api: apis[index].api, added: apis[index].usage.subtracting(before), before: before))
         }
+        self.written = nil
         return increment
     }
 
@@ -266,20 +319,21 @@ public final class KeyState: CachedKey {
     /// next increment includes it. Not after a reset: the store's counts were deleted, and
     /// the written counts are zero, as they should be.
     package func restore(_ increment: UsageIncrement) {
-        guard increment.usageEpoch == usageEpoch else { return }
+        guard increment.usageEpoch == usageEpoch, !increment.isEmpty else { return }
+        let written = holdWritten()
         for write in increment.counters {
-            if let index = policy.counterIDs.firstIndex(of: write.counter) { counters[index].written = write.before }
+            if let index = policy.counterIDs.firstIndex(of: write.counter) { written.counters[index] = write.before }
         }
         for write in increment.apis {
-            if let index = apis.firstIndex(where: { $0.api == write.api }) { apis[index].written = write.before }
+            if let index = apis.firstIndex(where: { $0.api == write.api }) { written.apis[index] = write.before }
         }
     }
 
     var snapshot: UsageSnapshot {
         UsageSnapshot(
             keyID: key.id,
-            counters: Dictionary(uniqueKeysWithValues: zip(policy.counterIDs, counters.map(\.current))),
-            apis: Dictionary(apis.map { ($0.api, $0.current) }, uniquingKeysWith: { a, _ in a })
+            counters: Dictionary(uniqueKeysWithValues: zip(policy.counterIDs, counters)),
+            apis: Dictionary(apis.map { ($0.api, $0.usage) }, uniquingKeysWith: { a, _ in a })
         )
     }
 }

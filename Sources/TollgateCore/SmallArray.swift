@@ -1,8 +1,11 @@
 /// An array whose first element is stored inline: a key's counters and per-API counts are
 /// mostly one of each, and an `Array` of one costs an allocation of 64 to 144 bytes (its
 /// header, the element, malloc's own) for each of a million held keys.
-struct SmallArray<Element>: RandomAccessCollection, MutableCollection {
-    private var head: Element?
+///
+/// An empty first place holds ``SmallArrayElement/vacant`` rather than `nil`, since an
+/// `Optional` of a struct of integers is a byte longer and padded to eight.
+struct SmallArray<Element: SmallArrayElement>: RandomAccessCollection, MutableCollection {
+    private var head = Element.vacant
     private var tail: [Element] = []
 
     init() {}
@@ -12,13 +15,17 @@ struct SmallArray<Element>: RandomAccessCollection, MutableCollection {
     }
 
     var startIndex: Int { 0 }
-    var endIndex: Int { head == nil ? 0 : 1 + tail.count }
+    var endIndex: Int { head.isVacant ? 0 : 1 + tail.count }
 
     subscript(position: Int) -> Element {
-        get { position == 0 ? head! : tail[position - 1] }
+        get {
+            precondition(position >= 0 && position < endIndex, "index out of range")
+            return position == 0 ? head : tail[position - 1]
+        }
         set {
+            precondition(!newValue.isVacant, "a vacant element cannot be stored")
             if position == 0 {
-                precondition(head != nil, "index out of range")
+                precondition(!head.isVacant, "index out of range")
                 head = newValue
             } else {
                 tail[position - 1] = newValue
@@ -27,11 +34,30 @@ struct SmallArray<Element>: RandomAccessCollection, MutableCollection {
     }
 
     mutating func append(_ element: Element) {
-        if head == nil { head = element } else { tail.append(element) }
+        precondition(!element.isVacant, "a vacant element cannot be stored")
+        if head.isVacant { head = element } else { tail.append(element) }
     }
 
     mutating func removeAll() {
-        head = nil
+        head = .vacant
         tail = []
     }
+}
+
+/// An element a ``SmallArray`` can hold: one with a value no real element has.
+protocol SmallArrayElement {
+    static var vacant: Self { get }
+    var isVacant: Bool { get }
+}
+
+// Counts are never `Int64.min` (they start at zero; windows start at or after year 0).
+
+extension UsageCounter: SmallArrayElement {
+    static var vacant: UsageCounter { UsageCounter(windowStart: .min, used: 0) }
+    var isVacant: Bool { windowStart == .min }
+}
+
+extension APIUsage: SmallArrayElement {
+    static var vacant: APIUsage { APIUsage(admitted: .min) }
+    var isVacant: Bool { admitted == .min }
 }

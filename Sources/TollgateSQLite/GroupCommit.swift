@@ -82,7 +82,7 @@ struct GroupCommit: UsageJournal {
 
     mutating func markDirty(_ key: KeyState) {
         if !key.isDirty {
-            key.isDirty = true
+            key.markDirty()
             dirty.append(key)
         }
     }
@@ -162,8 +162,7 @@ extension QuotaLedger where Journal == GroupCommit {
             var increments: [UsageIncrement] = []
             increments.reserveCapacity(journal.dirty.count)
             for key in journal.dirty {
-                key.isDirty = false
-                key.lastBatch = number
+                key.markTaken(inBatch: number)
                 let increment = key.takeIncrement()
                 guard !increment.isEmpty else { continue }
                 increments.append(increment)

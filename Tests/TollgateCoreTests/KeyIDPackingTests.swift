@@ -33,7 +33,8 @@ import TollgateCore
     @Test func sortsAndHashesAsItsText() {
         var generator = SplitMix(seed: 11)
         var ids = (0..<2000).map { _ in KeyID.generate(using: &generator) }
-        ids += ["key_0000000000000000", "key_zzzzzzzzzzzzzzzz", "key_", "key_a", "a", "zzz", "key_0000000000000000x"].map(KeyID.init(rawValue:))
+        ids += ["key_0000000000000000", "key_zzzzzzzzzzzzzzzz", "key_", "key_a", "a", "zzz", "key_0000000000000000x"].map(
+            KeyID.init(rawValue:))
         for id in ids {
             #expect(KeyID(rawValue: id.rawValue) == id)
             #expect(KeyID(rawValue: id.rawValue).hashValue == id.hashValue)
