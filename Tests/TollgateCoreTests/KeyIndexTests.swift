@@ -18,7 +18,7 @@ import Testing
         for step in 0..<6000 {
             let name = Int(generator.next() % 1000)
             // Few distinct tags: long runs of equal and neighbouring slots.
-            let tag = UInt32(truncatingIfNeeded: generator.next() % 256) &+ (step.isMultiple(of: 3) ? 0xFFFF_FFF0 : 0)
+            let tag = UInt32(truncatingIfNeeded: generator.next() % 256) &+ (step.isMultiple(of: 3) ? 0xFFFF_FF00 : 0)
             if let held = expected[name] {
                 index.remove(held.item, tag: held.tag)
                 expected[name] = nil
