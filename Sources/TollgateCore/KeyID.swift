@@ -49,6 +49,14 @@ public struct KeyID: Sendable, Hashable, Comparable, Codable, CustomStringConver
         self.init(rawValue: text)
     }
 
+    /// Throws unless the id follows the grammar (see ``init(validating:)``). One of the
+    /// generated shape does, so its text is not read back to check it (an import of a
+    /// million keys checks a million).
+    public func validate() throws(TollgateError) {
+        guard !isPacked else { return }
+        _ = try KeyID(validating: rawValue)
+    }
+
     /// The longest id accepted.
     public static let maximumLength = 64
 

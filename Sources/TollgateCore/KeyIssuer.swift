@@ -13,7 +13,7 @@ public enum KeyIssuer {
         now: Timestamp
     ) throws(TollgateError) -> (key: APIKey, secret: String) {
         let secret = secret ?? KeySecret.generate()
-        _ = try KeyID(validating: id.rawValue)
+        try id.validate()
         try validate(secret: secret)
         try validate(draft, now: now)
         let key = APIKey(

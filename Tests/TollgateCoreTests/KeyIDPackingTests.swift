@@ -28,6 +28,10 @@ import TollgateCore
         let lookalike = KeyID(rawValue: "\u{01}" + String(repeating: "\u{0}", count: 14))
         #expect(generated != lookalike)
         #expect(lookalike.rawValue != generated.rawValue)
+        // Checking an id skips reading a packed one back: a lookalike is still checked.
+        #expect(throws: Never.self) { try generated.validate() }
+        #expect(throws: TollgateError.self) { try lookalike.validate() }
+        #expect(throws: TollgateError.self) { try KeyID(rawValue: "key_00000000000000-0 ").validate() }
     }
 
     @Test func sortsAndHashesAsItsText() {
