@@ -49,6 +49,12 @@ public struct KeyDigest: Sendable, Hashable, CustomStringConvertible {
         return result
     }
 
+    /// The 32 bytes, in order, without building an array (for binding a digest as a blob).
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        let bigEndian = (words.0.bigEndian, words.1.bigEndian, words.2.bigEndian, words.3.bigEndian)
+        return try Swift.withUnsafeBytes(of: bigEndian, body)
+    }
+
     public var hex: String {
         let digits = Array("0123456789abcdef".utf8)
         var text = [UInt8]()

@@ -92,5 +92,5 @@ extension SQLiteKeyStore {
     }
 
     /// Tells SQLite to copy a bound value: the Swift buffer lives only during the call.
-    private static let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+    static let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 }

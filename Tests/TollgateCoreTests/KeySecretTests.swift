@@ -45,6 +45,7 @@ import TollgateCore
         #expect(digest.hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         #expect(KeyDigest(hex: digest.hex) == digest)
         #expect(KeyDigest(bytes: digest.bytes) == digest)
+        #expect(digest.withUnsafeBytes { Array($0) } == digest.bytes)
         #expect(KeyDigest(hex: "zz") == nil)
     }
 }
