@@ -361,23 +361,25 @@ import TollgateTestSupport
     /// Refusals are counted in memory and written by the server's 200 ms flush, so that
     /// `usage` from another process shows them within a second, as it does revocations.
     @Test func refusalsReachUsageWithinASecond() async throws {
-        let (id, key) = try await createKey(["--scope", "api1", "--limit", "1/total"])
-        let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
-        #expect(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 200)
-        #expect(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 429)
-        #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", key)]).status == 403)
-        let refusedAt = ContinuousClock.now
-        var denied: [String: Int] = [:]
-        while ContinuousClock.now - refusedAt < .seconds(3) {
-            let usage = try #require(try await tollgate(["usage", id, "--json", "--store", store]).json() as? [String: Any])
-            let apis = usage["apis"] as? [String: [String: Any]] ?? [:]
-            denied = apis.compactMapValues { $0["denied"] as? Int }
-            if denied == ["api1": 1, "api2": 1] { break }
-            try await Task.sleep(for: .milliseconds(50))
+        try await LoadLock.exclusively {
+            let (id, key) = try await createKey(["--scope", "api1", "--limit", "1/total"])
+            let server = try await ServerProcess(arguments: ["--store", store], directory: directory)
+            #expect(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 200)
+            #expect(try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 429)
+            #expect(try await httpRequest(port: server.port, .GET, "/api2", headers: [("token", key)]).status == 403)
+            let refusedAt = ContinuousClock.now
+            var denied: [String: Int] = [:]
+            while ContinuousClock.now - refusedAt < .seconds(3) {
+                let usage = try #require(try await tollgate(["usage", id, "--json", "--store", store]).json() as? [String: Any])
+                let apis = usage["apis"] as? [String: [String: Any]] ?? [:]
+                denied = apis.compactMapValues { $0["denied"] as? Int }
+                if denied == ["api1": 1, "api2": 1] { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(denied == ["api1": 1, "api2": 1])
+            #expect(ContinuousClock.now - refusedAt < .seconds(1), "refusals reached usage only after \(ContinuousClock.now - refusedAt)")
+            #expect(await server.stop() == 0)
         }
-        #expect(denied == ["api1": 1, "api2": 1])
-        #expect(ContinuousClock.now - refusedAt < .seconds(1), "refusals reached usage only after \(ContinuousClock.now - refusedAt)")
-        #expect(await server.stop() == 0)
     }
 
     /// Every start-up failure names what failed, with a remedy that fits, and comes before
