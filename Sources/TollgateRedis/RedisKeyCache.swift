@@ -96,20 +96,24 @@ struct RedisPlan: Sendable {
 /// A record this instance holds, with its script plans by path.
 final class RedisCachedKey: CachedKey {
     private(set) var key: APIKey
+    /// The record's `version` field when read (see ``RedisRecord/version(_:)``).
+    private(set) var version: Int64
     var newer: RedisCachedKey?
     var older: RedisCachedKey?
     private var plans = PathPlans<RedisPlan>()
 
-    init(key: APIKey) {
+    init(key: APIKey, version: Int64) {
         self.key = key
+        self.version = version
     }
 
     func plan(for path: String, names: RedisKeys) -> RedisPlan {
         plans.plan(for: path) { RedisPlan(key: key, path: path, names: names) }
     }
 
-    func replace(key: APIKey) {
+    func replace(key: APIKey, version: Int64) {
         self.key = key
+        self.version = version
         plans.removeAll()
     }
 }
@@ -140,22 +144,26 @@ struct Cache: @unchecked Sendable {  // only ever touched under its store's lock
         }
     }
 
-    /// Holds a record just read from Redis, replacing any held under its id.
-    mutating func hold(_ key: APIKey) {
+    /// Holds a record just read from Redis at `version`, replacing any held under its id
+    /// unless the one held is newer: reads of one key race (a lookup, the change stream, an
+    /// admin call), and one that started before a revocation must not land after it.
+    mutating func hold(_ key: APIKey, version: Int64) {
         if let held = keys.entry(id: key.id) {
+            guard version >= held.version else { return }
             let oldDigests = held.key.digests
-            held.replace(key: key)
+            held.replace(key: key, version: version)
             keys.reindex(held, oldDigests: oldDigests)
         } else {
-            keys.insert(RedisCachedKey(key: key))
+            keys.insert(RedisCachedKey(key: key, version: version))
         }
     }
 
-    /// Takes a changed record if the key is held, and forgets its digest as unknown.
-    mutating func refresh(_ key: APIKey) {
-        keys.forgetUnknown(key.digest)
-        guard keys.entry(id: key.id) != nil else { return }
-        hold(key)
+    /// Takes a changed record if the key is held (and it is not older than the one held),
+    /// and forgets its digest as unknown.
+    mutating func refresh(_ key: VersionedKey) {
+        keys.forgetUnknown(key.key.digest)
+        guard keys.entry(id: key.key.id) != nil else { return }
+        hold(key.key, version: key.version)
     }
 
     func holds(_ id: KeyID) -> Bool {

@@ -180,7 +180,7 @@ public final class RedisKeyStore: KeyStore {
     /// Reads a record again and takes it if this instance holds the key, and forgets the
     /// digest as unknown (a new key must work at once).
     private func refresh(_ id: KeyID) async {
-        guard let key = try? await record(id: id) else { return }
+        guard let key = try? await versionedKey(id: id) else { return }
         cache.withLock { cache in cache.refresh(key) }
     }
 
@@ -282,7 +282,7 @@ public final class RedisKeyStore: KeyStore {
                 do {
                     let key = try RedisRecord.decode(reply)
                     let plan = self.cache.withLock { cache -> RedisPlan? in
-                        cache.hold(key)
+                        cache.hold(key, version: RedisRecord.version(reply))
                         guard case .held(_, let plan) = cache.lookup(request.digest, path: request.path, now: request.now) else {
                             return nil
                         }
@@ -360,7 +360,7 @@ public final class RedisKeyStore: KeyStore {
             args: [key.id.rawValue, fields[1], fields[2], fields[3], fields[5], fields[6], keepingRevocation ? "1" : "0"]
         )
         guard updated.int == 1 else { throw TollgateError(.keyNotFound, "no key has id \(key.id)") }
-        if let stored = try await record(id: key.id) { cache.withLock { $0.refresh(stored) } }
+        if let stored = try await versionedKey(id: key.id) { cache.withLock { $0.refresh(stored) } }
     }
 
     /// One script sets the fields given and returns the record as it then is, so that the
@@ -378,9 +378,9 @@ public final class RedisKeyStore: KeyStore {
         )
         if reply.int == -1 { throw TollgateError.versionMismatch(id) }
         guard reply.int != 0, !RedisRecord.pairs(reply).isEmpty else { return nil }
-        let key = try RedisRecord.decode(reply)
+        let key = VersionedKey(key: try RedisRecord.decode(reply), version: RedisRecord.version(reply))
         cache.withLock { $0.refresh(key) }
-        return VersionedKey(key: key, version: RedisRecord.version(reply))
+        return key
     }
 
     /// The Lua script moves the digests in one step; it names the index of the digest it
@@ -396,9 +396,9 @@ public final class RedisKeyStore: KeyStore {
             )
             switch result.int {
             case 1:
-                guard let key = try await record(id: id) else { return nil }
+                guard let key = try await versionedKey(id: id) else { return nil }
                 cache.withLock { $0.refresh(key) }
-                return key
+                return key.key
             case 0: return nil
             case -1: throw TollgateError(.keyExists, "a key with that secret exists already")
             default: continue
@@ -414,9 +414,9 @@ public final class RedisKeyStore: KeyStore {
             args: [id.rawValue, String(now.millisecondsSinceEpoch), ifVersion.map(String.init) ?? ""]
         )
         if revoked.int == -1 { throw TollgateError.versionMismatch(id) }
-        guard revoked.int == 1, let key = try await record(id: id) else { return nil }
+        guard revoked.int == 1, let key = try await versionedKey(id: id) else { return nil }
         cache.withLock { $0.refresh(key) }
-        return key
+        return key.key
     }
 
     /// Deletes the key's counters and per-API counts and moves its usage epoch on, in one
