@@ -280,15 +280,17 @@ public final class RedisKeyStore: KeyStore {
                 promise.succeed(.invalidKey)
             case .success(let reply?):
                 do {
-                    let key = try RedisRecord.decode(reply)
-                    let plan = self.cache.withLock { cache -> RedisPlan? in
-                        cache.hold(key, version: RedisRecord.version(reply))
-                        guard case .held(_, let plan) = cache.lookup(request.digest, path: request.path, now: request.now) else {
+                    let read = try RedisRecord.decode(reply)
+                    // Decided on what the cache then holds: a newer record held meanwhile
+                    // (a revocation made here) wins over this read.
+                    let held = self.cache.withLock { cache -> (APIKey, RedisPlan)? in
+                        cache.hold(read, version: RedisRecord.version(reply))
+                        guard case .held(let key, let plan) = cache.lookup(request.digest, path: request.path, now: request.now) else {
                             return nil
                         }
-                        return plan
+                        return (key, plan)
                     }
-                    guard let plan else {
+                    guard let (key, plan) = held else {
                         promise.succeed(.invalidKey)
                         return
                     }
