@@ -43,7 +43,8 @@ enum ProxyHeaders {
     ///
     /// Dropped: hop-by-hop fields and those `Connection` names, `Expect`, the key (a bearer
     /// `Authorization`, `X-API-Key`, `token`) and any client-sent key id field. Set: `Host`
-    /// (the upstream's), `X-Forwarded-For` (the client appended to the first one sent),
+    /// (the upstream's), `X-Forwarded-For` (the client appended to those sent, joined into one
+    /// list in order, as several fields of one name mean),
     /// `X-Forwarded-Proto`, `X-Forwarded-Host` (the client's `Host`, when it sent one),
     /// `X-Request-Id`, and the key id field when the route names one.
     static func request(
@@ -57,7 +58,7 @@ enum ProxyHeaders {
         var out = HTTPHeaders()
         out.reserveCapacity(headers.count + 5)
         var originalHost: String?
-        var priorForwardedFor: String?
+        var priorForwardedFor: [String] = []
         var clientForwardedHosts: [String] = []
         var authorizationSeen = false
         var dropAuthorization = false
@@ -94,7 +95,7 @@ enum ProxyHeaders {
                 if dropAuthorization { continue }
             case 15 where name(field, is: "x-forwarded-for"):
                 guard clientIP != nil else { break }
-                if priorForwardedFor == nil { priorForwardedFor = value }
+                priorForwardedFor.append(value)
                 continue
             case 16 where name(field, is: "x-forwarded-host"):
                 clientForwardedHosts.append(value)
@@ -113,7 +114,8 @@ enum ProxyHeaders {
         }
         out.add(name: "host", value: host)
         if let clientIP {
-            out.add(name: "x-forwarded-for", value: priorForwardedFor.map { "\($0), \(clientIP)" } ?? clientIP)
+            priorForwardedFor.append(clientIP)
+            out.add(name: "x-forwarded-for", value: priorForwardedFor.joined(separator: ", "))
         }
         out.add(name: "x-forwarded-proto", value: "http")
         if let originalHost {

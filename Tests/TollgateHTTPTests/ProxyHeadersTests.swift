@@ -50,7 +50,8 @@ import TollgateCore
         )
         #expect(!expectsContinue)
         #expect(headers["authorization"] == ["Basic dXNlcjpwYXNz"])
-        #expect(headers["x-forwarded-for"] == ["1.2.3.4, 10.0.0.7"])
+        // Two fields of one name are one list: both kept, in order, the client last.
+        #expect(headers["x-forwarded-for"] == ["1.2.3.4, 5.6.7.8, 10.0.0.7"])
         #expect(headers["x-forwarded-proto"] == ["http"])
         #expect(headers["x-request-id"] == ["r-1"])
         #expect(!headers.contains(name: "x-tollgate-key-id"), "no key id to send")
