@@ -97,7 +97,12 @@ public struct KeyCache<Entry: CachedKey> {
         let digests = key.digests
         for digest in digests { unknown[digest] = nil }
         guard self.entry(id: key.id) == nil, digests.allSatisfy({ self.entry(digest: $0) == nil }) else { return false }
-        for digest in digests { byDigest.insert(entry, tag: Self.tag(digest)) }
+        // Once per distinct digest: a record naming one digest twice (a damaged row) would
+        // otherwise keep a slot that eviction, which removes one per digest it still names
+        // after a rotation, leaves behind, and the dropped entry would still be found.
+        for (index, digest) in digests.enumerated() where !digests[..<index].contains(digest) {
+            byDigest.insert(entry, tag: Self.tag(digest))
+        }
         byID.insert(entry, tag: Self.tag(key.id))
         if let capacity = configuration.capacity {
             link(entry)
