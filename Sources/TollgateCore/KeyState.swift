@@ -32,19 +32,22 @@ public final class KeyState: CachedKey {
     /// For a persistent store's journal: whether the key has counts not yet in a batch, and
     /// otherwise the last batch that carried its usage (the key may leave memory once it
     /// finished). One word for both (a batch number is never negative), as a million held
-    /// keys make every word of this object count.
-    private var journalMark: Int64 = 0
-    package var isDirty: Bool { journalMark < 0 }
+    /// keys make every word of this object count; ``untracked`` for a key of a store with
+    /// no journal, which keeps no written copy of its counts (nothing ever takes it).
+    private var journalMark: Int64
+    private static let untracked = Int64.min
+    package var isDirty: Bool { journalMark < 0 && journalMark != Self.untracked }
     /// Meaningful only while the key is not dirty.
     package var lastBatch: Int64 { max(journalMark, 0) }
 
     package func markDirty() {
+        precondition(journalMark != Self.untracked, "a key of a store with no journal")
         journalMark = -1
     }
 
     /// Taken into batch `number`: no longer dirty.
     package func markTaken(inBatch number: Int64) {
-        precondition(number >= 0)
+        precondition(number >= 0 && journalMark != Self.untracked)
         journalMark = number
     }
     public var newer: KeyState?
@@ -70,7 +73,9 @@ public final class KeyState: CachedKey {
     }
 
     /// A key loaded with the usage the store holds for it (which is what counts as written).
-    init(key: APIKey, policy: KeyPolicy, version: Int64, usageEpoch: Int64, usage: UsageSnapshot?) {
+    /// `keepsWrittenCounts` is `false` for a store whose memory is its only copy.
+    init(key: APIKey, policy: KeyPolicy, version: Int64, usageEpoch: Int64, usage: UsageSnapshot?, keepsWrittenCounts: Bool = true) {
+        journalMark = keepsWrittenCounts ? 0 : Self.untracked
         self.key = key
         self.policy = policy
         self.version = version
@@ -82,9 +87,11 @@ public final class KeyState: CachedKey {
 
     /// Keeps what the store holds before the counts change (it is what they are now, unless
     /// they changed since the last write). Called before every change to the counts.
+    /// `nil` for a key that keeps no written counts.
     @discardableResult
-    private func holdWritten() -> Written {
+    private func holdWritten() -> Written? {
         if let written { return written }
+        guard journalMark != Self.untracked else { return nil }
         let held = Written(counters: counters, apis: SmallArray(apis.lazy.map(\.usage)))
         written = held
         return held
@@ -278,7 +285,7 @@ public final class KeyState: CachedKey {
             }
         }
         apis = merged
-        written = Written(counters: heldCounters, apis: heldAPIs)
+        written = journalMark == Self.untracked ? nil : Written(counters: heldCounters, apis: heldAPIs)
     }
 
     private func count(_ outcome: AdmissionDecision.Outcome, api: String) {
@@ -290,7 +297,7 @@ public final class KeyState: CachedKey {
             var usage = APIUsage()
             usage.count(outcome)
             apis.append(APICount(api: api, usage: usage))
-            written.apis.append(APIUsage())
+            written?.apis.append(APIUsage())
         }
     }
 
@@ -319,8 +326,7 @@ public final class KeyState: CachedKey {
     /// next increment includes it. Not after a reset: the store's counts were deleted, and
     /// the written counts are zero, as they should be.
     package func restore(_ increment: UsageIncrement) {
-        guard increment.usageEpoch == usageEpoch, !increment.isEmpty else { return }
-        let written = holdWritten()
+        guard increment.usageEpoch == usageEpoch, !increment.isEmpty, let written = holdWritten() else { return }
         for write in increment.counters {
             if let index = policy.counterIDs.firstIndex(of: write.counter) { written.counters[index] = write.before }
         }

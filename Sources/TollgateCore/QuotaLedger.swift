@@ -7,6 +7,11 @@ import Synchronization
 public protocol UsageJournal {
     init()
 
+    /// Whether the store writes what is counted from memory, as increments (so each key
+    /// keeps what the store holds while its counts differ); `false` when memory is the
+    /// store's only copy.
+    static var writesIncrements: Bool { get }
+
     /// Called under the ledger's lock once `key` has counted `decision` for `request`.
     /// - Returns: `nil` to answer the decision now; otherwise the answer waits for the
     ///   journal (which completes `promise`), and whether the store must start its writer.
@@ -46,6 +51,8 @@ extension UsageJournal {
 /// The journal of a store whose memory is its only copy: every decision is answered at once.
 public struct NoJournal: UsageJournal {
     public init() {}
+
+    public static var writesIncrements: Bool { false }
 
     public func record(
         _ decision: AdmissionDecision, of request: AdmissionRequest, by key: KeyState, promise: EventLoopPromise<AdmissionDecision>
@@ -147,7 +154,10 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
             var key = key
             let policy = state.policies.policy(for: &key)
             let journal = state.journal
-            return state.cache.insert(KeyState(key: key, policy: policy, version: version, usageEpoch: usageEpoch, usage: usage)) {
+            let held = KeyState(
+                key: key, policy: policy, version: version, usageEpoch: usageEpoch, usage: usage,
+                keepsWrittenCounts: Journal.writesIncrements)
+            return state.cache.insert(held) {
                 journal.mayDrop($0)
             }
         }

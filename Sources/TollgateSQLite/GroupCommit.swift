@@ -38,6 +38,8 @@ struct GroupCommit: UsageJournal {
 
     init() {}
 
+    static var writesIncrements: Bool { true }
+
     mutating func record(
         _ decision: AdmissionDecision, of request: AdmissionRequest, by key: KeyState, promise: EventLoopPromise<AdmissionDecision>
     ) -> Bool? {

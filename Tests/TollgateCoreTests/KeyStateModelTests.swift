@@ -107,3 +107,21 @@ import Testing
         #expect(new.takeIncrement() == old.takeIncrement())
     }
 }
+
+/// A key of a store whose memory is its only copy keeps no written counts: nothing would
+/// ever take them, so each used key would hold a second copy for good.
+@Suite struct UntrackedKeyStateTests {
+    @Test func aKeyWithoutAJournalCountsButHasNothingToWrite() {
+        let limits = [LimitSpec(scope: .all, quota: 2, period: .hour)]
+        let key = APIKey(
+            id: KeyID(rawValue: "key_memory"), digest: KeyDigest(secret: "memory"), scopes: [.all], limits: limits,
+            createdAt: KeyStateModelTests.start)
+        let state = KeyState(
+            key: key, policy: KeyPolicy(scopes: [.all], limits: limits), version: 0, usageEpoch: 0, usage: nil, keepsWrittenCounts: false)
+        let request = AdmissionRequest(digest: key.digest, api: "api1", path: "api1", now: KeyStateModelTests.start)
+        #expect((0..<3).map { _ in state.decide(request).outcome } == [.admitted, .admitted, .quotaExceeded])
+        #expect(state.snapshot.apis["api1"] == APIUsage(admitted: 2, quotaExceeded: 1))
+        #expect(state.takeIncrement().isEmpty)
+        #expect(!state.isDirty)
+    }
+}

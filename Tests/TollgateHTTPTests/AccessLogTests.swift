@@ -18,28 +18,10 @@ import TollgateTestSupport
         factory: PrometheusMetricsFactory? = nil,
         _ body: (Int) async throws -> T
     ) async throws -> T {
-        var configuration = DataPlaneConfiguration(host: "127.0.0.1", port: 0)
-        configuration.monitoring = DataPlaneMonitoring(metricsFactory: factory, accessLog: log)
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        configuration.onListening = { address in
-            continuation.yield(address.port ?? 0)
-            continuation.finish()
-        }
-        let server = DataPlaneServer(configuration: configuration, store: store, clock: SystemWallClock(), logger: quietLogger)
-        let group = ServiceGroup(services: [store, log, server], logger: quietLogger)
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            guard let port = await ports.first(where: { _ in true }) else { throw TestHTTPError.noResponse }
-            do {
-                let result = try await body(port)
-                await group.triggerGracefulShutdown()
-                try await tasks.waitForAll()
-                return result
-            } catch {
-                await group.triggerGracefulShutdown()
-                try? await tasks.waitForAll()
-                throw error
-            }
+        try await withDataPlane(store: store, services: [log]) { configuration in
+            configuration.monitoring = DataPlaneMonitoring(metricsFactory: factory, accessLog: log)
+        } _: { port in
+            try await body(port)
         }
     }
 

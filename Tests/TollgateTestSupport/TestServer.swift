@@ -10,9 +10,12 @@ public let quietLogger = Logger(label: "tollgate.test", factory: { _ in SwiftLog
 
 /// Runs a data plane on a free loopback port over `store`, with the store's own service,
 /// for the duration of `body`, then shuts both down gracefully as `serve` would.
+/// `services` run beside them (an access log), started after the store and before the
+/// data plane, stopped in reverse, as `serve` orders them.
 public func withDataPlane<Store: KeyStore, Clock: WallClock, T: Sendable>(
     store: Store,
     clock: Clock = SystemWallClock(),
+    services: [any Service] = [],
     configure: (inout DataPlaneConfiguration) -> Void = { _ in },
     _ body: (Int) async throws -> T
 ) async throws -> T {
@@ -24,7 +27,7 @@ public func withDataPlane<Store: KeyStore, Clock: WallClock, T: Sendable>(
         continuation.finish()
     }
     let server = DataPlaneServer(configuration: configuration, store: store, clock: clock, logger: quietLogger)
-    let group = ServiceGroup(services: [store, server], logger: quietLogger)
+    let group = ServiceGroup(services: [store] + services + [server], logger: quietLogger)
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
         guard let port = await ports.first(where: { _ in true }) else { throw TestHTTPError.noResponse }
