@@ -35,16 +35,28 @@ import TollgateTestSupport
         }
     }
 
-    @Test func countsRequestsByAPIAndOutcomeWithoutKeysOrSecrets() async throws {
-        let registry = PrometheusCollectorRegistry()
-        let factory = MetricsEndpoint.metricsFactory(registry: registry)
-        let store = MemoryKeyStore()
+    /// Makes a key limited to 3 on api1, sends the known requests through a data plane that
+    /// reports to `factory`, and scrapes the registry: the parsed samples and the text.
+    func sendKnownRequestsAndScrape(
+        store: some KeyStore,
+        registry: PrometheusCollectorRegistry,
+        factory: PrometheusMetricsFactory,
+        heldKeys: (@Sendable () -> Int)? = nil
+    ) async throws -> (samples: [String: Double], text: String, key: APIKey, secret: String) {
         let (key, secret) = try await makeKey(in: store, limits: ["api1:3/total"])
         try await withDataPlane(store: store, configure: { $0.monitoring = DataPlaneMonitoring(metricsFactory: factory) }) { port in
             try await sendKnownRequests(port: port, secret: secret)
         }
-        let text = try await scrape(MetricsEndpoint(registry: registry), store: store)
-        let samples = try PrometheusText.parse(text)
+        let text = try await scrape(MetricsEndpoint(registry: registry, heldKeys: heldKeys), store: store)
+        return (try PrometheusText.parse(text), text, key, secret)
+    }
+
+    @Test func countsRequestsByAPIAndOutcomeWithoutKeysOrSecrets() async throws {
+        let registry = PrometheusCollectorRegistry()
+        let factory = MetricsEndpoint.metricsFactory(registry: registry)
+        let store = MemoryKeyStore()
+        let (samples, text, key, secret) = try await sendKnownRequestsAndScrape(
+            store: store, registry: registry, factory: factory)
         #expect(samples[#"tollgate_requests_total{api="api1",outcome="admitted"}"#] == 3)
         #expect(samples[#"tollgate_requests_total{api="api1",outcome="quota_exceeded"}"#] == 2)
         #expect(samples[#"tollgate_requests_total{api="api1",outcome="invalid_api_key"}"#] == 1)
@@ -70,12 +82,8 @@ import TollgateTestSupport
         var configuration = SQLiteKeyStore.Configuration(path: directory.appendingPathComponent("m.sqlite").path)
         configuration.metrics = StoreMetrics(store: "sqlite", factory: factory)
         let store = try SQLiteKeyStore(configuration: configuration)
-        let (key, secret) = try await makeKey(in: store, limits: ["api1:3/total"])
-        try await withDataPlane(store: store, configure: { $0.monitoring = DataPlaneMonitoring(metricsFactory: factory) }) { port in
-            try await sendKnownRequests(port: port, secret: secret)
-        }
-        let text = try await scrape(MetricsEndpoint(registry: registry, heldKeys: { store.heldKeyCount }), store: store)
-        let samples = try PrometheusText.parse(text)
+        let (samples, text, key, secret) = try await sendKnownRequestsAndScrape(
+            store: store, registry: registry, factory: factory, heldKeys: { store.heldKeyCount })
         #expect(samples[#"tollgate_requests_total{api="api1",outcome="admitted"}"#] == 3)
         // Each admitted request waited on a commit; sequential requests, so at least one
         // commit each, and every commit carried them all between them.
@@ -102,12 +110,8 @@ import TollgateTestSupport
         configuration.metrics = StoreMetrics(store: "redis", factory: factory)
         let store = try RedisKeyStore(configuration: configuration, logger: quietLogger)
         try await store.connect()
-        let (key, secret) = try await makeKey(in: store, limits: ["api1:3/total"])
-        try await withDataPlane(store: store, configure: { $0.monitoring = DataPlaneMonitoring(metricsFactory: factory) }) { port in
-            try await sendKnownRequests(port: port, secret: secret)
-        }
-        let text = try await scrape(MetricsEndpoint(registry: registry), store: store)
-        let samples = try PrometheusText.parse(text)
+        let (samples, text, key, secret) = try await sendKnownRequestsAndScrape(
+            store: store, registry: registry, factory: factory)
         #expect(samples[#"tollgate_requests_total{api="api1",outcome="admitted"}"#] == 3)
         #expect(samples[#"tollgate_requests_total{api="api1",outcome="quota_exceeded"}"#] == 2)
         // One admission script per request of a known key; lookups for its first use and
