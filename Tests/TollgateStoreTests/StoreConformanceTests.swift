@@ -55,6 +55,21 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
     return try await promise.futureResult.get()
 }
 
+/// Asks every 20 ms until the outcome is `wanted` or `limit` has passed: what another
+/// process changed reaches a serving one through its change feed. Returns the last outcome
+/// and how long it took to come.
+func poll(
+    _ store: some KeyStore, secret: String, until wanted: AdmissionDecision.Outcome, for limit: Duration = .seconds(3)
+) async throws -> (outcome: AdmissionDecision.Outcome, after: Duration) {
+    let start = ContinuousClock.now
+    var outcome = try await admit(store, secret: secret).outcome
+    while outcome != wanted && ContinuousClock.now - start < limit {
+        try await Task.sleep(for: .milliseconds(20))
+        outcome = try await admit(store, secret: secret).outcome
+    }
+    return (outcome, ContinuousClock.now - start)
+}
+
 @Suite struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func keysAreFoundByIDAndByDigestButNeverHoldTheSecret(kind: StoreKind) async throws {
@@ -356,22 +371,11 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
                 #expect(try await admit(server, secret: "new").outcome == .invalidKey)
                 let key = try await makeKey(in: cli, secret: "new").key
                 // The server remembered the digest as unknown; the change feed forgets it.
-                let deadline = ContinuousClock.now + .seconds(1)
-                var outcome = try await admit(server, secret: "new").outcome
-                while outcome != .admitted && ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(20))
-                    outcome = try await admit(server, secret: "new").outcome
-                }
-                #expect(outcome == .admitted)
-                let revokedAt = ContinuousClock.now
+                #expect(try await poll(server, secret: "new", until: .admitted, for: .seconds(1)).outcome == .admitted)
                 _ = try await cli.revokeKey(id: key.id, at: SystemWallClock().now)
-                var revokedOutcome = try await admit(server, secret: "new").outcome
-                while revokedOutcome != .keyRevoked && ContinuousClock.now - revokedAt < .seconds(3) {
-                    try await Task.sleep(for: .milliseconds(20))
-                    revokedOutcome = try await admit(server, secret: "new").outcome
-                }
-                #expect(revokedOutcome == .keyRevoked)
-                #expect(ContinuousClock.now - revokedAt < .seconds(1))
+                let revoked = try await poll(server, secret: "new", until: .keyRevoked)
+                #expect(revoked.outcome == .keyRevoked)
+                #expect(revoked.after < .seconds(1))
                 group.cancelAll()
             }
         }
@@ -390,14 +394,9 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
                 for _ in 0..<3 { #expect(try await admit(server, secret: "r").outcome == .admitted) }
                 #expect(try await admit(server, secret: "r").outcome == .quotaExceeded)
                 try await cli.resetUsage(id: key.id)
-                let resetAt = ContinuousClock.now
-                var outcome = try await admit(server, secret: "r").outcome
-                while outcome != .admitted && ContinuousClock.now - resetAt < .seconds(3) {
-                    try await Task.sleep(for: .milliseconds(20))
-                    outcome = try await admit(server, secret: "r").outcome
-                }
-                #expect(outcome == .admitted)
-                #expect(ContinuousClock.now - resetAt < .seconds(1))
+                let reset = try await poll(server, secret: "r", until: .admitted)
+                #expect(reset.outcome == .admitted)
+                #expect(reset.after < .seconds(1))
                 server.flushNow()
                 // The file holds the one use after the reset, not the three before it.
                 let usage = try #require(try await cli.usage(id: key.id))
@@ -684,13 +683,7 @@ func admit(_ store: some KeyStore, secret: String, path: String = "api1", now: T
                 group.addTask { try await server.run() }
                 try await cli.insertDamagedRowForTesting()
                 _ = try await cli.revokeKey(id: key.id, at: SystemWallClock().now)
-                let deadline = ContinuousClock.now + .seconds(1)
-                var outcome = try await admit(server, secret: "victim").outcome
-                while outcome != .keyRevoked && ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(20))
-                    outcome = try await admit(server, secret: "victim").outcome
-                }
-                #expect(outcome == .keyRevoked)
+                #expect(try await poll(server, secret: "victim", until: .keyRevoked, for: .seconds(1)).outcome == .keyRevoked)
                 #expect(try await admit(server, secret: "unrelated").outcome == .invalidKey, "lookups still work")
                 // A lookup of the damaged row, batched with healthy ones, fails only itself.
                 try await makeKey(in: cli, secret: "healthy")
