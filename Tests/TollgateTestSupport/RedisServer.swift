@@ -27,13 +27,34 @@ public final class RedisServer: @unchecked Sendable {
     public private(set) var process: Process
 
     /// Starts a server (on `port`, or a free one) and waits until it answers.
+    ///
+    /// A free port is found by binding port 0 and closing it, so another process (another
+    /// test's outgoing connection, say) may take it before `redis-server` binds it: the
+    /// server then exits at once, and another free port is tried, up to three times.
     public init(arguments: [String] = [], port: Int? = nil) async throws {
-        if let port { self.port = port } else { self.port = try await Self.freePort() }
-        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-resp-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-resp-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var attempt = 1
+        while true {
+            let chosen: Int
+            if let port { chosen = port } else { chosen = try await Self.freePort() }
+            let process = try Self.launch(port: chosen, directory: directory, arguments: arguments)
+            do {
+                try await Self.waitUntilReady(port: chosen, process: process)
+                self.port = chosen
+                self.process = process
+                break
+            } catch {
+                if process.isRunning {
+                    process.terminate()
+                    process.waitUntilExit()
+                }
+                guard port == nil, attempt < 3 else { throw error }
+                attempt += 1
+            }
+        }
+        self.directory = directory
         self.arguments = arguments
-        self.process = try Self.launch(port: self.port, directory: self.directory, arguments: arguments)
-        try await self.waitUntilReady()
     }
 
     private static func launch(port: Int, directory: URL, arguments: [String]) throws -> Process {
@@ -62,8 +83,14 @@ public final class RedisServer: @unchecked Sendable {
 
     /// Polls until the server answers anything (NOAUTH counts), with a 5 s deadline.
     public func waitUntilReady() async throws {
+        try await Self.waitUntilReady(port: port, process: process)
+    }
+
+    /// As above; fails at once if the server has exited (its port was taken, say). A RESP
+    /// handshake, not a bare connect: whatever else took the port does not pass for Redis.
+    fileprivate static func waitUntilReady(port: Int, process: Process) async throws {
         let deadline = ContinuousClock.now + .seconds(5)
-        var config = self.configuration
+        var config = RESPConfiguration(host: "127.0.0.1", port: port, commandTimeout: .seconds(2))
         config.connectTimeout = .milliseconds(200)
         while true {
             do {
@@ -73,7 +100,7 @@ public final class RedisServer: @unchecked Sendable {
             } catch  where error.code == .authenticationFailed {
                 return
             } catch {
-                if ContinuousClock.now > deadline { throw error }
+                if ContinuousClock.now > deadline || !process.isRunning { throw error }
                 try await Task.sleep(for: .milliseconds(10))
             }
         }
@@ -115,30 +142,29 @@ public final class RedisServer: @unchecked Sendable {
 /// (a watchdog in its shell stops it when the parent is gone), so no server outlives a run.
 public enum SharedRedis {
     private static let server = Task<(port: Int, process: Process)?, Never> {
-        guard let executable = RedisServer.executable, let port = try? await RedisServer.freePort() else { return nil }
+        guard let executable = RedisServer.executable else { return nil }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-redis-\(UUID().uuidString)")
         try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        let parent = getpid()
-        process.arguments = [
-            "-c",
-            "\"$0\" --port \(port) --bind 127.0.0.1 --save '' --appendonly no --dir '\(directory.path)' & r=$!; "
-                + "while kill -0 \(parent) 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.5; done; kill -9 $r",
-            executable,
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { return nil }
-        // Wait until it answers.
-        for _ in 0..<500 {
-            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connect(host: "127.0.0.1", port: port).get()
-            {
-                try? await channel.close()
-                return (port, process)
-            }
-            try? await Task.sleep(for: .milliseconds(10))
+        // As `RedisServer.init`: a free port may be taken before the server binds it (it then
+        // exits at once), so another is tried, up to three times.
+        for _ in 0..<3 {
+            guard let port = try? await RedisServer.freePort() else { return nil }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            let parent = getpid()
+            process.arguments = [
+                "-c",
+                "\"$0\" --port \(port) --bind 127.0.0.1 --save '' --appendonly no --dir '\(directory.path)' & r=$!; "
+                    + "while kill -0 \(parent) 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.5; done; kill -9 $r",
+                executable,
+            ]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            do { try process.run() } catch { return nil }
+            // Until it answers, or its shell exits with it.
+            if (try? await RedisServer.waitUntilReady(port: port, process: process)) != nil { return (port, process) }
+            // Alive but silent for 5 s: give up (its watchdog stops it with this process).
+            if process.isRunning { return nil }
         }
         return nil
     }
