@@ -81,7 +81,7 @@ public final class RedisServer: @unchecked Sendable {
         RESPConfiguration(host: "127.0.0.1", port: self.port, commandTimeout: .seconds(2))
     }
 
-    /// Polls until the server answers anything (NOAUTH counts), with a 5 s deadline.
+    /// Polls until the server answers anything (NOAUTH counts), with a 10 s deadline (a loaded two-core box; an exit ends it at once).
     public func waitUntilReady() async throws {
         try await Self.waitUntilReady(port: port, process: process)
     }
@@ -89,7 +89,7 @@ public final class RedisServer: @unchecked Sendable {
     /// As above; fails at once if the server has exited (its port was taken, say). A RESP
     /// handshake, not a bare connect: whatever else took the port does not pass for Redis.
     fileprivate static func waitUntilReady(port: Int, process: Process) async throws {
-        let deadline = ContinuousClock.now + .seconds(5)
+        let deadline = ContinuousClock.now + .seconds(10)
         var config = RESPConfiguration(host: "127.0.0.1", port: port, commandTimeout: .seconds(2))
         config.connectTimeout = .milliseconds(200)
         while true {
@@ -163,7 +163,7 @@ public enum SharedRedis {
             do { try process.run() } catch { return nil }
             // Until it answers, or its shell exits with it.
             if (try? await RedisServer.waitUntilReady(port: port, process: process)) != nil { return (port, process) }
-            // Alive but silent for 5 s: give up (its watchdog stops it with this process).
+            // Alive but silent for 10 s: give up (its watchdog stops it with this process).
             if process.isRunning { return nil }
         }
         return nil
