@@ -81,7 +81,8 @@ public final class RedisServer: @unchecked Sendable {
         RESPConfiguration(host: "127.0.0.1", port: self.port, commandTimeout: .seconds(2))
     }
 
-    /// Polls until the server answers anything (NOAUTH counts), with a 10 s deadline (a loaded two-core box; an exit ends it at once).
+    /// Polls until the server answers anything (NOAUTH counts), for up to 10 s (a loaded
+    /// two-core box; the server's exit ends the wait at once).
     public func waitUntilReady() async throws {
         try await Self.waitUntilReady(port: port, process: process)
     }
