@@ -154,12 +154,16 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
     }
 
     /// A request head arrived. `streams` when its route forwards the body upstream.
+    ///
+    /// A streamed request without a body has ended with its head (the decoder's end follows
+    /// in the same read): an answer decided at once (a refusal) then keeps the connection,
+    /// where one that began before a body ended would close it.
     mutating func headReceived(_ request: Request, keepAlive: Bool, hasBody: Bool, streams: Bool = false) -> HeadAction {
         guard case .idle = phase else { return .ignore }
         self.keepAlive = keepAlive
         if streams {
-            phase = .streaming(request, ended: false)
-            bodyHeld = true
+            phase = .streaming(request, ended: !hasBody)
+            bodyHeld = hasBody
             return .decideNow(request)
         }
         if hasBody {

@@ -60,13 +60,17 @@ struct RequestIDs {
 /// upstream takes it, and the answer streams back as the client takes it.
 extension DataPlaneHandler: UpstreamDelegate {
 
-    func startProxy(_ head: HTTPRequestHead, route: Route, upstream: Upstream, path: String, context: ChannelHandlerContext) {
+    /// `hasBody`: `false` when the request has ended with its head (its end, which follows,
+    /// is not waited for before the end goes upstream).
+    func startProxy(_ head: HTTPRequestHead, route: Route, upstream: Upstream, path: String, hasBody: Bool, context: ChannelHandlerContext)
+    {
         let isHead = head.method == .HEAD
         observe(route)
         if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > upstream.maxBodyBytes {
             return writeProblem(.bodyTooLarge, isHead: isHead, context: context)
         }
         let exchange = ProxyExchange(head: head, route: route, upstream: upstream, requestID: requestIDs.next(), context: context)
+        exchange.requestEnded = !hasBody
         self.exchange = exchange
         decide(head.headers, route: route, path: path, isHead: isHead, context: context) { request, decision, rateLimitFields in
             guard self.exchange === exchange else { return }

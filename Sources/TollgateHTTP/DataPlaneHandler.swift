@@ -186,12 +186,16 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
             {
                 proxied = (route, upstream, path)
             }
-            switch machine.headReceived(head, keepAlive: keepAlive, hasBody: Self.hasBody(head), streams: proxied != nil) {
+            let hasBody = Self.hasBody(head)
+            switch machine.headReceived(head, keepAlive: keepAlive, hasBody: hasBody, streams: proxied != nil) {
             case .answerNow(let head):
                 // Answer now and close rather than read a body no API wants.
                 handle(head, hasBody: true, context: context)
             case .decideNow(let head):
-                if let proxied { startProxy(head, route: proxied.route, upstream: proxied.upstream, path: proxied.path, context: context) }
+                if let proxied {
+                    startProxy(
+                        head, route: proxied.route, upstream: proxied.upstream, path: proxied.path, hasBody: hasBody, context: context)
+                }
             case .wait, .ignore:
                 break
             }

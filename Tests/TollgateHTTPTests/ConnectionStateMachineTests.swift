@@ -179,6 +179,32 @@ import TollgateTestSupport
         }
     }
 
+    /// A streamed request without a body ends with its head: an answer decided at once (a
+    /// refusal) keeps the connection, and the decoder's end that follows changes nothing. A
+    /// close there raced clients still writing the request's end (seen as a test failure).
+    @Test func aStreamedRequestWithoutABodyIsAnsweredWithoutClosing() {
+        var machine = Machine(idleTimeout: .seconds(60), now: t0)
+        _ = machine.activated(now: t0)
+        guard case .decideNow("a") = machine.headReceived("a", keepAlive: true, hasBody: false, streams: true) else {
+            Issue.record("a streamed request is decided from its head")
+            return
+        }
+        let readable = machine.readRequested()
+        #expect(readable, "no body to hold")
+        let closes = machine.willStreamAnswer()
+        #expect(!closes)
+        #expect(machine.willWriteAnswer(now: t0) == .keepOpen)
+        machine.answerWritten()
+        guard case .ignore = machine.endReceived() else {
+            Issue.record("the end that follows the head is nothing to act on")
+            return
+        }
+        guard case .wait = machine.headReceived("b", keepAlive: true, hasBody: false) else {
+            Issue.record("the connection takes the next request")
+            return
+        }
+    }
+
     @Test func aStalledStreamIsClosedAfterTheIdleTimeout() {
         var machine = Machine(idleTimeout: .seconds(10), now: t0)
         _ = machine.activated(now: t0)

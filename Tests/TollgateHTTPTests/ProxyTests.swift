@@ -96,6 +96,23 @@ import TollgateTestSupport
         }
     }
 
+    /// A refused request without a body keeps its connection: the next request on it is
+    /// answered (a refusal made at the head used to close it, racing a client still writing
+    /// the request's end).
+    @Test func aRefusedRequestWithoutABodyKeepsTheConnection() async throws {
+        try await withProxy { port, upstream, store in
+            try await makeKey(in: store, limits: ["100/day"], secret: "kept-open")
+            try await TestHTTPConnection.with(port: port) { connection in
+                let refused = try await connection.send(.GET, "/v1/orders/1")
+                #expect(refused.problemCode == "missing_api_key")
+                #expect(refused.header("connection") != "close")
+                let admitted = try await connection.send(.GET, "/v1/orders/1", headers: [("token", "kept-open")])
+                #expect(admitted.status == 200)
+            }
+            #expect(upstream.requests == 1)
+        }
+    }
+
     @Test func scopesAndLimitsSeeTheRouteName() async throws {
         try await withProxy { port, _, store in
             try await makeKey(in: store, scopes: ["orders*"], limits: ["orders*:2/minute"], secret: "orders-only")
