@@ -169,32 +169,32 @@ public final class SQLiteKeyStore: KeyStore {
                 if let id, ledger.usageEpoch(of: KeyID(rawValue: id)) == nil {
                     let digests = [row["digest"], row["previous_digest"]].compactMap { (data: Data?) in data.flatMap(KeyDigest.init(bytes:))
                     }
-                    return KeyChange(seq: seq, key: nil, digests: digests, usageEpoch: 0, problem: nil)
+                    return KeyChange(seq: seq, kind: .notHeld(digests: digests))
                 }
                 do {
-                    return KeyChange(
-                        seq: seq, key: try SQLiteSchema.decodeKey(row), digests: [], usageEpoch: row["usage_epoch"], problem: nil)
+                    return KeyChange(seq: seq, kind: .held(try SQLiteSchema.decodeKey(row), usageEpoch: row["usage_epoch"]))
                 } catch {
                     let id = id.map { String($0.prefix(80)) } ?? "?"
-                    return KeyChange(seq: seq, key: nil, digests: [], usageEpoch: 0, problem: "key row '\(id)': \(Self.describe(error))")
+                    return KeyChange(seq: seq, kind: .damaged("key row '\(id)': \(Self.describe(error))"))
                 }
             }
         }
     }
 
     private func apply(_ change: KeyChange) async throws(TollgateError) {
-        if let key = change.key {
+        switch change.kind {
+        case .held(let key, let usageEpoch):
             // A reset made by another process: start from what the file holds now (the
             // reset, and what this process wrote since), not from zero.
             var stored: UsageSnapshot?
-            if let held = ledger.usageEpoch(of: key.id), held < change.usageEpoch {
+            if let held = ledger.usageEpoch(of: key.id), held < usageEpoch {
                 stored = try await read { db in try Self.loadUsage(keyID: key.id, db) }
             }
-            ledger.refresh(key, version: change.seq, usageEpoch: change.usageEpoch, storedUsage: stored)
-        } else if let problem = change.problem {
+            ledger.refresh(key, version: change.seq, usageEpoch: usageEpoch, storedUsage: stored)
+        case .notHeld(let digests):
+            for digest in digests { ledger.forgetUnknown(digest) }
+        case .damaged(let problem):
             logger.error("skipping a key row that cannot be read", metadata: ["seq": "\(change.seq)", "problem": "\(problem)"])
-        } else {
-            for digest in change.digests { ledger.forgetUnknown(digest) }
         }
     }
 
@@ -221,31 +221,12 @@ public final class SQLiteKeyStore: KeyStore {
             // time while its beat still waits behind them, and a beat queued each tick would
             // pile up until the load stops.
             let (beatWriter, beatReader, queueStalled) = health.withLock { health -> (Bool, Bool, Bool) in
-                if health.writerBeatSince == nil { health.writerBeatSince = now }
-                if health.readerBeatSince == nil { health.readerBeatSince = now }
-                let beatWriter = !health.writerBeatQueued
-                let beatReader = !health.readerBeatQueued
-                health.writerBeatQueued = true
-                health.readerBeatQueued = true
-                let stalled = [health.writerBeatSince, health.readerBeatSince].contains { $0.map { $0 + bound <= now } ?? false }
-                return (beatWriter, beatReader, stalled)
+                let beatWriter = health.writerBeat.send(now: now)
+                let beatReader = health.readerBeat.send(now: now)
+                return (beatWriter, beatReader, health.writerBeat.isLate(bound, now: now) || health.readerBeat.isLate(bound, now: now))
             }
-            if beatWriter {
-                writer.async { [self] in
-                    health.withLock {
-                        $0.writerBeatSince = nil
-                        $0.writerBeatQueued = false
-                    }
-                }
-            }
-            if beatReader {
-                reader.async { [self] in
-                    health.withLock {
-                        $0.readerBeatSince = nil
-                        $0.readerBeatQueued = false
-                    }
-                }
-            }
+            if beatWriter { writer.async { [self] in health.withLock { $0.writerBeat.arrived() } } }
+            if beatReader { reader.async { [self] in health.withLock { $0.readerBeat.arrived() } } }
             let stalled = commitStalled || lookupStalled || queueStalled
             let probe = health.withLock { health -> Bool in
                 if stalled {
@@ -385,7 +366,7 @@ public final class SQLiteKeyStore: KeyStore {
             }
             if batch.isEmpty { return }
             // As in `flush`: a reader busy batch after batch is not a hung one.
-            health.withLock { $0.readerBeatSince = nil }
+            health.withLock { $0.readerBeat.progressed() }
             slowDownForTesting()
             let number = lookups.withLock { $0.batchNumber }
             let digests = Array(Set(batch.map(\.request.digest)))
@@ -496,7 +477,7 @@ public final class SQLiteKeyStore: KeyStore {
         while let batch = ledger.takeBatch() {
             // Under steady load this loop never ends, and the health beat waits behind it:
             // each batch is progress, so a busy writer is not taken for a hung one.
-            health.withLock { $0.writerBeatSince = nil }
+            health.withLock { $0.writerBeat.progressed() }
             slowDownForTesting()
             let started = NIODeadline.now()
             do {
@@ -673,6 +654,16 @@ public final class SQLiteKeyStore: KeyStore {
         try await read { db in try Self.versioned(id: id, db) }
     }
 
+    /// For a write that names the version it expects (`If-Match`), in its transaction:
+    /// `false` if no key has the id, `.versionMismatch` if the row has moved on; `true`
+    /// without a read when no version is named.
+    static func isAt(_ ifVersion: Int64?, id: KeyID, _ db: Database) throws -> Bool {
+        guard let ifVersion else { return true }
+        guard let held = try versioned(id: id, db) else { return false }
+        try held.check(ifVersion)
+        return true
+    }
+
     static func versioned(id: KeyID, _ db: Database) throws -> VersionedKey? {
         try Row.fetchOne(db, sql: "SELECT \(SQLiteSchema.keyColumns) FROM keys WHERE id = ?", arguments: [id.rawValue])
             .map { row in VersionedKey(key: try SQLiteSchema.decodeKey(row), version: row["seq"]) }
@@ -742,10 +733,7 @@ public final class SQLiteKeyStore: KeyStore {
         let sql = "UPDATE keys SET \(assignments.joined(separator: ", ")) WHERE id = ?"
         let texts = values
         let edited = try await write { db -> VersionedKey? in
-            if let ifVersion {
-                guard let held = try Self.versioned(id: id, db) else { return nil }
-                try held.check(ifVersion)
-            }
+            guard try Self.isAt(ifVersion, id: id, db) else { return nil }
             var arguments = StatementArguments(texts)
             if let expiry { arguments += [expiry] }
             arguments += [id.rawValue]
@@ -788,10 +776,7 @@ public final class SQLiteKeyStore: KeyStore {
     /// never undone by the revocation; `ifVersion` is checked in the same transaction.
     public func revokeKey(id: KeyID, at now: Timestamp, ifVersion: Int64?) async throws(TollgateError) -> APIKey? {
         let revoked = try await write { db -> (APIKey, Int64)? in
-            if let ifVersion {
-                guard let held = try Self.versioned(id: id, db) else { return nil }
-                try held.check(ifVersion)
-            }
+            guard try Self.isAt(ifVersion, id: id, db) else { return nil }
             try db.execute(
                 sql: "UPDATE keys SET revoked_at = ?, seq = \(SQLiteSchema.nextSeq) WHERE id = ? AND revoked_at IS NULL",
                 arguments: [now.millisecondsSinceEpoch, id.rawValue]
@@ -971,12 +956,16 @@ public final class SQLiteKeyStore: KeyStore {
 extension SQLiteKeyStore {
     struct KeyChange: Sendable {
         var seq: Int64
-        /// The record, for a key this process holds.
-        var key: APIKey?
-        /// For a key it does not hold: the digests to forget as unknown.
-        var digests: [KeyDigest]
-        var usageEpoch: Int64
-        var problem: String?
+        var kind: Kind
+
+        enum Kind: Sendable {
+            /// A key this process holds: its record and usage epoch.
+            case held(APIKey, usageEpoch: Int64)
+            /// A key it does not hold: only its digests, to forget as unknown.
+            case notHeld(digests: [KeyDigest])
+            /// A row that cannot be read: skipped and logged.
+            case damaged(String)
+        }
     }
 
     struct Lookup: Sendable {
@@ -1000,12 +989,40 @@ extension SQLiteKeyStore {
         /// A commit or lookup has run past the operation timeout.
         var isStalled = false
         var isProbing = false
-        /// When the beat now in the writer's (reader's) queue was sent; `nil` once it ran.
-        var writerBeatSince: NIODeadline?
-        var readerBeatSince: NIODeadline?
-        /// Whether a beat waits in the writer's (reader's) queue.
-        var writerBeatQueued = false
-        var readerBeatQueued = false
+        var writerBeat = QueueBeat()
+        var readerBeat = QueueBeat()
+    }
+
+    /// A beat through one of the store's queues (the writer's or the reader's): a queue
+    /// whose beat has not come back within the bound is stuck (a hung disk).
+    struct QueueBeat: Sendable {
+        /// Since when the queue owes a sign of progress; `nil` once it gave one.
+        private var since: NIODeadline?
+        /// Whether a beat waits in the queue: one at a time, so that beats never pile up
+        /// behind a loop that is busy batch after batch.
+        private var queued = false
+
+        /// Starts the wait for progress; returns whether a beat is to be sent into the queue.
+        mutating func send(now: NIODeadline) -> Bool {
+            if since == nil { since = now }
+            defer { queued = true }
+            return !queued
+        }
+
+        /// The beat ran.
+        mutating func arrived() {
+            since = nil
+            queued = false
+        }
+
+        /// The queue finished a batch: progress, though its beat still waits behind the next.
+        mutating func progressed() {
+            since = nil
+        }
+
+        func isLate(_ bound: TimeAmount, now: NIODeadline) -> Bool {
+            since.map { $0 + bound <= now } ?? false
+        }
     }
 
     /// Holds the reader and the writer until `release` is called, as a hung disk would:
