@@ -101,6 +101,10 @@ public final class KeyState: CachedKey {
 
     private func writtenAPI(_ index: Int) -> APIUsage { written?.apis[index] ?? apis[index].usage }
 
+    /// The record with its generation as its version, for stores whose ledger is their only
+    /// copy (an `ETag`).
+    var versioned: VersionedKey { VersionedKey(key: key, version: generation) }
+
     private static let generations = Atomic<Int64>(0)
 
     private static func nextGeneration() -> Int64 {

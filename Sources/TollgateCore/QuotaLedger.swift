@@ -202,17 +202,17 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
     public func edit(id: KeyID, _ edit: KeyEdit, ifVersion: Int64? = nil) throws(TollgateError) -> VersionedKey? {
         try state.withLock { state throws(TollgateError) -> VersionedKey? in
             guard let keyState = state.cache.entry(id: id) else { return nil }
-            try VersionedKey(key: keyState.key, version: keyState.generation).check(ifVersion)
+            try keyState.versioned.check(ifVersion)
             var key = edit.applied(to: keyState.key)
             keyState.replace(key: key, policy: state.policies.policy(for: &key))
-            return VersionedKey(key: keyState.key, version: keyState.generation)
+            return keyState.versioned
         }
     }
 
     /// A held key with its generation as its version (for stores whose ledger is their only copy).
     public func versioned(id: KeyID) -> VersionedKey? {
         state.withLock { state in
-            state.cache.entry(id: id).map { VersionedKey(key: $0.key, version: $0.generation) }
+            state.cache.entry(id: id)?.versioned
         }
     }
 
@@ -222,7 +222,7 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
     public func revoke(id: KeyID, at now: Timestamp, ifVersion: Int64? = nil) throws(TollgateError) -> APIKey? {
         try state.withLock { state throws(TollgateError) -> APIKey? in
             guard let keyState = state.cache.entry(id: id) else { return nil }
-            try VersionedKey(key: keyState.key, version: keyState.generation).check(ifVersion)
+            try keyState.versioned.check(ifVersion)
             if keyState.key.revokedAt == nil {
                 var key = keyState.key
                 key.revokedAt = now

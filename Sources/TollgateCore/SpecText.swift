@@ -15,3 +15,10 @@ extension SpecText {
         try container.encode(description)
     }
 }
+
+extension Sequence where Element: SpecText {
+    /// The specs as stores keep them: one text, separated by spaces (no spec holds one).
+    public var storedText: String {
+        map(\.description).joined(separator: " ")
+    }
+}

@@ -24,8 +24,8 @@ enum RedisRecord {
         [
             key.digest.hex,
             key.name,
-            key.scopes.map(\.description).joined(separator: " "),
-            key.limits.map(\.description).joined(separator: " "),
+            key.scopes.storedText,
+            key.limits.storedText,
             String(key.createdAt.millisecondsSinceEpoch),
             key.expiresAt.map { String($0.millisecondsSinceEpoch) } ?? "",
             key.revokedAt.map { String($0.millisecondsSinceEpoch) } ?? "",

@@ -370,8 +370,8 @@ public final class RedisKeyStore: KeyStore {
     public func editKey(id: KeyID, _ edit: KeyEdit, ifVersion: Int64?) async throws(TollgateError) -> VersionedKey? {
         var pairs: [String] = []
         if let name = edit.name { pairs += ["name", name] }
-        if let scopes = edit.scopes { pairs += ["scopes", scopes.map(\.description).joined(separator: " ")] }
-        if let limits = edit.limits { pairs += ["limits", limits.map(\.description).joined(separator: " ")] }
+        if let scopes = edit.scopes { pairs += ["scopes", scopes.storedText] }
+        if let limits = edit.limits { pairs += ["limits", limits.storedText] }
         if let expiry = edit.expiry { pairs += ["expires_at", expiry.instant.map { String($0.millisecondsSinceEpoch) } ?? ""] }
         let reply = try await run(
             RedisScripts.edit,
@@ -458,9 +458,7 @@ public final class RedisKeyStore: KeyStore {
     // MARK: Helpers
 
     private func record(id: KeyID) async throws(TollgateError) -> APIKey? {
-        let reply = try await execute(RESPCommand("HGETALL", .string(names.record(id))))
-        if RedisRecord.pairs(reply).isEmpty { return nil }
-        return try RedisRecord.decode(reply)
+        try await versionedKey(id: id)?.key
     }
 
     private func execute(_ command: RESPCommand) async throws(TollgateError) -> RESPValue {

@@ -65,8 +65,8 @@ extension SQLiteKeyStore {
             }
         }
         if code == SQLITE_OK { code = bindText(key.name, 3, handle) }
-        if code == SQLITE_OK { code = bindText(key.scopes.map(\.description).joined(separator: " "), 4, handle) }
-        if code == SQLITE_OK { code = bindText(key.limits.map(\.description).joined(separator: " "), 5, handle) }
+        if code == SQLITE_OK { code = bindText(key.scopes.storedText, 4, handle) }
+        if code == SQLITE_OK { code = bindText(key.limits.storedText, 5, handle) }
         if code == SQLITE_OK { code = sqlite3_bind_int64(handle, 6, key.createdAt.millisecondsSinceEpoch) }
         if code == SQLITE_OK { code = bindOptional(key.expiresAt?.millisecondsSinceEpoch, 7, handle) }
         if code == SQLITE_OK { code = bindOptional(key.revokedAt?.millisecondsSinceEpoch, 8, handle) }

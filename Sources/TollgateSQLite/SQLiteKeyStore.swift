@@ -693,8 +693,8 @@ public final class SQLiteKeyStore: KeyStore {
                     WHERE id = ?
                     """,
                 arguments: [
-                    key.name, key.scopes.map(\.description).joined(separator: " "),
-                    key.limits.map(\.description).joined(separator: " "), key.expiresAt?.millisecondsSinceEpoch,
+                    key.name, key.scopes.storedText,
+                    key.limits.storedText, key.expiresAt?.millisecondsSinceEpoch,
                     key.revokedAt?.millisecondsSinceEpoch, key.id.rawValue,
                 ]
             )
@@ -721,11 +721,11 @@ public final class SQLiteKeyStore: KeyStore {
         }
         if let scopes = edit.scopes {
             assignments.append("scopes = ?")
-            values.append(scopes.map(\.description).joined(separator: " "))
+            values.append(scopes.storedText)
         }
         if let limits = edit.limits {
             assignments.append("limits = ?")
-            values.append(limits.map(\.description).joined(separator: " "))
+            values.append(limits.storedText)
         }
         let expiry = edit.expiry.map { $0.instant?.millisecondsSinceEpoch }
         if expiry != nil { assignments.append("expires_at = ?") }
