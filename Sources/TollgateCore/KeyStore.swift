@@ -117,11 +117,6 @@ extension KeyStore {
         try await revokeKey(id: id, at: now, ifVersion: nil)
     }
 
-    /// Replaces a key's record; a revocation stays (see ``updateKey(_:keepingRevocation:)``).
-    public func updateKey(_ key: APIKey) async throws(TollgateError) {
-        try await updateKey(key, keepingRevocation: true)
-    }
-
     /// One ``createKey(_:)`` per key: for stores where a key costs no round trip.
     public func importKeys(_ batches: some KeyBatchSource) async throws(TollgateError) -> Int {
         var inserted = 0

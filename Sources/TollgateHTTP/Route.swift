@@ -132,10 +132,12 @@ public struct Upstream: Sendable, Hashable {
         self.keyIDHeader = keyIDHeader
         self.giveBackOn5xx = giveBackOn5xx
         self.maxIdleConnections = maxIdleConnections
-        self.poolKey = "\(host):\(port)"
-        self.hostField = port == 80 ? host : "\(host):\(port)"
+        poolKey = ""
+        hostField = ""
+        derive()
     }
 
+    /// The fields made once from host and port (`didSet` does not run in `init`).
     private mutating func derive() {
         poolKey = address
         hostField = port == 80 ? host : address

@@ -117,7 +117,7 @@ extension StoreConformanceTests {
         let old = try await admit(store, secret: "k")
         #expect(old.outcome == .admitted)
         key.limits = [try LimitSpec(parsing: "6/total")]
-        try await store.updateKey(key)
+        try await store.updateKey(key, keepingRevocation: true)
         #expect(try await admit(store, secret: "k").outcome == .admitted)
         #expect(!(try await giveBack(store, secret: "k", decision: old)))
         #expect(try await store.usage(id: key.id)?.counters["total"]?.used == 2)

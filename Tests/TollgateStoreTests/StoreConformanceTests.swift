@@ -194,7 +194,7 @@ func poll(
         #expect(try await admit(store, secret: "k").outcome == .quotaExceeded)
         key.limits = [try LimitSpec(parsing: "2/day")]
         key.name = "renamed"
-        try await store.updateKey(key)
+        try await store.updateKey(key, keepingRevocation: true)
         #expect(try await store.key(id: key.id)?.name == "renamed")
         #expect(try await admit(store, secret: "k").outcome == .admitted)
         #expect(try await admit(store, secret: "k").outcome == .quotaExceeded)
@@ -202,7 +202,7 @@ func poll(
         #expect(try await admit(store, secret: "k").outcome == .keyRevoked)
         var missing = key
         missing.id = KeyID(rawValue: "key_missing")
-        await #expect(throws: TollgateError.self) { try await store.updateKey(missing) }
+        await #expect(throws: TollgateError.self) { try await store.updateKey(missing, keepingRevocation: true) }
     }
 
     /// An edit made from a copy read before a revocation (a PATCH racing a DELETE) must
@@ -213,7 +213,7 @@ func poll(
         var copy = try await makeKey(in: store, limits: ["5/day"], secret: "k").key
         _ = try await store.revokeKey(id: copy.id, at: SystemWallClock().now)
         copy.name = "renamed"
-        try await store.updateKey(copy)
+        try await store.updateKey(copy, keepingRevocation: true)
         #expect(try await store.key(id: copy.id)?.revokedAt != nil)
         #expect(try await store.key(id: copy.id)?.name == "renamed")
         #expect(try await admit(store, secret: "k").outcome == .keyRevoked)
@@ -301,6 +301,16 @@ func poll(
         try TestPaths.temporaryDirectory().appendingPathComponent("store.sqlite").path
     }
 
+    /// A serving store and a second one on the same new file, as the CLI opens it. A long
+    /// `unknownKeyMilliseconds` on the server leaves only the change feed to make a new key
+    /// work there.
+    func serverAndCLI(unknownKeyMilliseconds: Int64? = nil) throws -> (server: SQLiteKeyStore, cli: SQLiteKeyStore) {
+        let path = try path()
+        var configuration = SQLiteKeyStore.Configuration(path: path)
+        if let unknownKeyMilliseconds { configuration.unknownKeyMilliseconds = unknownKeyMilliseconds }
+        return (try SQLiteKeyStore(configuration: configuration), try SQLiteKeyStore(configuration: .init(path: path)))
+    }
+
     @Test func admittedUsageIsOnDiskWhenTheAnswerIsGiven() async throws {
         let path = try path()
         let store = try SQLiteKeyStore(configuration: .init(path: path))
@@ -320,11 +330,7 @@ func poll(
     /// works within the second, and a revocation after the import still arrives.
     @Test func theChangeFeedPagesThroughALargeImport() async throws {
         try await LoadLock.exclusively {
-            let path = try path()
-            var configuration = SQLiteKeyStore.Configuration(path: path)
-            configuration.unknownKeyMilliseconds = 60_000
-            let server = try SQLiteKeyStore(configuration: configuration)
-            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            let (server, cli) = try serverAndCLI(unknownKeyMilliseconds: 60_000)
             let held = try await makeKey(in: cli, secret: "held").key
             #expect(try await admit(server, secret: "held").outcome == .admitted)
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -332,15 +338,10 @@ func poll(
                 #expect(try await admit(server, secret: "last-of-many").outcome == .invalidKey)
                 let count = SQLiteKeyStore.changePageSize * 2 + 500
                 let now = SystemWallClock().now
-                var keys = try (0..<count - 1).map { index in
-                    try KeyIssuer.issue(
-                        KeyDraft(name: "", scopes: [ScopePattern(parsing: "*")], limits: []), secret: "many-\(index)", now: now
-                    ).key
+                let secrets = (0..<count - 1).map { "many-\($0)" } + ["last-of-many"]
+                let keys = try secrets.map { secret in
+                    try KeyIssuer.issue(KeyDraft(name: "", scopes: [.all], limits: []), secret: secret, now: now).key
                 }
-                keys.append(
-                    try KeyIssuer.issue(
-                        KeyDraft(name: "", scopes: [ScopePattern(parsing: "*")], limits: []), secret: "last-of-many", now: now
-                    ).key)
                 #expect(try await cli.importKeys(keys) == count)
                 _ = try await cli.revokeKey(id: held.id, at: now)
                 let deadline = ContinuousClock.now + .seconds(2)
@@ -359,13 +360,9 @@ func poll(
 
     @Test func keysMadeByAnotherProcessWorkAtOnceAndRevocationsArriveWithinASecond() async throws {
         try await LoadLock.exclusively {
-            let path = try path()
             // Unknown secrets are remembered for a minute: only the change feed can make
             // the new key work within the second.
-            var configuration = SQLiteKeyStore.Configuration(path: path)
-            configuration.unknownKeyMilliseconds = 60_000
-            let server = try SQLiteKeyStore(configuration: configuration)
-            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            let (server, cli) = try serverAndCLI(unknownKeyMilliseconds: 60_000)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run() }
                 #expect(try await admit(server, secret: "new").outcome == .invalidKey)
@@ -385,9 +382,7 @@ func poll(
     /// change feed: its held counts start again, and the file holds only what came after.
     @Test func aResetFromAnotherProcessReachesTheServerWithinASecond() async throws {
         try await LoadLock.exclusively {
-            let path = try path()
-            let server = try SQLiteKeyStore(configuration: .init(path: path))
-            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            let (server, cli) = try serverAndCLI()
             let key = try await makeKey(in: server, limits: ["3/total"], secret: "r").key
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run() }
@@ -674,9 +669,7 @@ func poll(
     /// A row the store cannot read must not stop revocations of other keys reaching it.
     @Test func aDamagedRowDoesNotStallTheChangeFeed() async throws {
         try await LoadLock.exclusively {
-            let path = try path()
-            let server = try SQLiteKeyStore(configuration: .init(path: path))
-            let cli = try SQLiteKeyStore(configuration: .init(path: path))
+            let (server, cli) = try serverAndCLI()
             let key = try await makeKey(in: server, secret: "victim").key
             #expect(try await admit(server, secret: "victim").outcome == .admitted)
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -702,7 +695,7 @@ func poll(
         var key = try await makeKey(in: store, limits: ["5/total"], secret: "k").key
         key.name = "renamed"
         key.limits = [try LimitSpec(parsing: "9/total")]
-        try await store.updateKey(key)
+        try await store.updateKey(key, keepingRevocation: true)
         let revoked = try #require(try await store.revokeKey(id: key.id, at: SystemWallClock().now))
         #expect(revoked.name == "renamed")
         #expect(revoked.limits.map(\.description) == ["9/total"])
