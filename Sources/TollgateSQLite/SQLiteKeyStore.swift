@@ -519,6 +519,8 @@ public final class SQLiteKeyStore: KeyStore {
     /// `excluded.used` is the value the insert would have stored, so clamping the inserted
     /// value at zero would clamp the update's difference too.
     private static func write(_ increment: UsageIncrement, _ db: Database) throws {
+        // Once: a generated id is stored packed, and its text is made on each read.
+        let id = increment.keyID.rawValue
         // A later window starts at the increment; the same window adds it; an earlier one
         // (a late write for a window already over) changes nothing.
         let counters = try db.cachedStatement(
@@ -540,7 +542,7 @@ public final class SQLiteKeyStore: KeyStore {
         )
         for counter in increment.counters {
             let statement = counter.added < 0 ? lowerCounter : counters
-            try statement.execute(arguments: [increment.keyID.rawValue, counter.counter, counter.windowStart, counter.added])
+            try statement.execute(arguments: [id, counter.counter, counter.windowStart, counter.added])
         }
         let apis = try db.cachedStatement(
             sql: """
@@ -557,12 +559,12 @@ public final class SQLiteKeyStore: KeyStore {
         for api in increment.apis {
             var added = api.added
             if added.admitted < 0 {
-                try lowerAdmitted.execute(arguments: [increment.keyID.rawValue, api.api, added.admitted])
+                try lowerAdmitted.execute(arguments: [id, api.api, added.admitted])
                 added.admitted = 0
                 guard added != APIUsage() else { continue }
             }
             try apis.execute(arguments: [
-                increment.keyID.rawValue, api.api, added.admitted, added.scopeDenied, added.quotaExceeded, added.keyRevoked,
+                id, api.api, added.admitted, added.scopeDenied, added.quotaExceeded, added.keyRevoked,
                 added.keyExpired,
             ])
         }
@@ -571,6 +573,7 @@ public final class SQLiteKeyStore: KeyStore {
     /// See ``GiveBackWrite``: guarded by the usage epoch and the unit's window, never below
     /// zero; what each statement changed says what memory may take off.
     private static func write(_ giveBack: GiveBackWrite, _ db: Database) throws -> GiveBackOutcome {
+        let id = giveBack.keyID.rawValue
         let counter = try db.cachedStatement(
             sql: """
                 UPDATE counters SET used = used - 1
@@ -580,7 +583,7 @@ public final class SQLiteKeyStore: KeyStore {
         )
         var counters: [Bool] = []
         for target in giveBack.counters {
-            try counter.execute(arguments: [giveBack.keyID.rawValue, target.counter, target.windowStart, giveBack.usageEpoch])
+            try counter.execute(arguments: [id, target.counter, target.windowStart, giveBack.usageEpoch])
             counters.append(db.changesCount == 1)
         }
         let admitted = try db.cachedStatement(
@@ -589,7 +592,7 @@ public final class SQLiteKeyStore: KeyStore {
                 WHERE key_id = ?1 AND api = ?2 AND admitted > 0 AND (SELECT usage_epoch FROM keys WHERE id = ?1) = ?3
                 """
         )
-        try admitted.execute(arguments: [giveBack.keyID.rawValue, giveBack.api, giveBack.usageEpoch])
+        try admitted.execute(arguments: [id, giveBack.api, giveBack.usageEpoch])
         return GiveBackOutcome(counters: counters, admitted: db.changesCount == 1)
     }
 
@@ -906,15 +909,16 @@ public final class SQLiteKeyStore: KeyStore {
     }
 
     static func loadUsage(keyID: KeyID, _ db: Database) throws -> UsageSnapshot {
+        let id = keyID.rawValue
         var counters: [String: UsageCounter] = [:]
         for row in try Row.fetchAll(
             db.cachedStatement(sql: "SELECT counter, window_start, used FROM counters WHERE key_id = ?"),
-            arguments: [keyID.rawValue]
+            arguments: [id]
         ) {
             counters[row["counter"]] = UsageCounter(windowStart: row["window_start"], used: row["used"])
         }
         var apis: [String: APIUsage] = [:]
-        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM api_usage WHERE key_id = ?"), arguments: [keyID.rawValue]) {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM api_usage WHERE key_id = ?"), arguments: [id]) {
             apis[row["api"]] = APIUsage(
                 admitted: row["admitted"],
                 scopeDenied: row["scope_denied"],
