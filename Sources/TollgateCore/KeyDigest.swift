@@ -50,7 +50,7 @@ public struct KeyDigest: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The 32 bytes, in order, without building an array (for binding a digest as a blob).
-    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    @inlinable public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         let bigEndian = (words.0.bigEndian, words.1.bigEndian, words.2.bigEndian, words.3.bigEndian)
         return try Swift.withUnsafeBytes(of: bigEndian, body)
     }

@@ -18,7 +18,7 @@ extension SpecText {
 
 extension Sequence where Element: SpecText {
     /// The specs as stores keep them: one text, separated by spaces (no spec holds one).
-    public var storedText: String {
+    @inlinable public var storedText: String {
         map(\.description).joined(separator: " ")
     }
 }
