@@ -25,7 +25,7 @@ import TollgateTestSupport
         let store = "sqlite:" + directory.appendingPathComponent("auth.sqlite").path
         let narrow = try await tollgate(["keys", "create", "--json", "--store", store, "--scope", "status", "--key", "narrow-key"])
         #expect(narrow.status == 0, "\(narrow.stderr)")
-        let limited = try await tollgate(["keys", "create", "--json", "--store", store, "--scope", "*", "--limit", "orders*:2/minute"])
+        let limited = try await tollgate(["keys", "create", "--json", "--store", store, "--scope", "*", "--limit", "orders*:2/day"])
         let limitedObject = try #require(try limited.json() as? [String: Any])
         let limitedKey = try #require(limitedObject["key"] as? String)
         let limitedID = try #require(limitedObject["id"] as? String)

@@ -19,7 +19,7 @@ import TollgateTestSupport
             try await app.test(.live) { client in
                 let created = try await client.execute(
                     uri: "/admin/v1/keys", method: .post, headers: adminHeaders(json: true),
-                    body: body(#"{"name":"live","scopes":["api1"],"limits":["api1:2/minute","10/total"]}"#))
+                    body: body(#"{"name":"live","scopes":["api1"],"limits":["api1:2/day","10/total"]}"#))
                 #expect(created.status == .created)
                 let object = try jsonObject(created)
                 let id = try #require(object["id"] as? String)
@@ -34,7 +34,7 @@ import TollgateTestSupport
                 // Updated: a wider scope and a larger quota hold at once; what was used stays.
                 let patched = try await client.execute(
                     uri: "/admin/v1/keys/\(id)", method: .patch, headers: adminHeaders(json: true),
-                    body: body(#"{"scopes":["*"],"limits":["api1:3/minute","10/total"]}"#))
+                    body: body(#"{"scopes":["*"],"limits":["api1:3/day","10/total"]}"#))
                 #expect(patched.status == .ok)
                 #expect(try await get(port, "/api2", key: first).status == 200)
                 #expect(try await get(port, "/api1", key: first).status == 200)

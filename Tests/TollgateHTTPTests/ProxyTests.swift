@@ -84,7 +84,7 @@ import TollgateTestSupport
     @Test func refusalsNeverReachTheUpstream() async throws {
         try await withProxy { port, upstream, store in
             try await makeKey(in: store, scopes: ["api1"], secret: "narrow")
-            try await makeKey(in: store, limits: ["orders*:1/minute"], secret: "once")
+            try await makeKey(in: store, limits: ["orders*:1/day"], secret: "once")
             #expect(try await get(port, "/v1/orders/1").problemCode == "missing_api_key")
             #expect(try await get(port, "/v1/orders/1", key: "narrow").problemCode == "scope_denied")
             #expect(try await get(port, "/v1/orders/1", key: "once").status == 200)
@@ -115,7 +115,7 @@ import TollgateTestSupport
 
     @Test func scopesAndLimitsSeeTheRouteName() async throws {
         try await withProxy { port, _, store in
-            try await makeKey(in: store, scopes: ["orders*"], limits: ["orders*:2/minute"], secret: "orders-only")
+            try await makeKey(in: store, scopes: ["orders*"], limits: ["orders*:2/day"], secret: "orders-only")
             #expect(try await get(port, "/v1/orders/1", key: "orders-only").status == 200)
             #expect(try await get(port, "/v1/orders", key: "orders-only").status == 200)
             #expect(try await get(port, "/v1/orders/3", key: "orders-only").status == 429)
