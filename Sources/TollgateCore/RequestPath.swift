@@ -4,6 +4,11 @@
 /// refused rather than repaired: dot segments, encoded slashes, dots and backslashes,
 /// empty segments, control and non-ASCII bytes. So no trick can route a request to one API
 /// while its scope check reads another.
+///
+/// Path parameters count too: Tomcat, Jetty and Spring drop everything from a segment's
+/// first `;` before they resolve dot segments, so `/orders/..;/admin` is `/admin` to them.
+/// A segment that is empty, `.` or `..` once its parameters (from a raw or `%3B` `;`) are
+/// removed is refused; `x;v=1` stays a plain segment.
 public enum RequestPath {
     /// The path without its leading slash (`""` for the root), or `nil` for a target that
     /// must be answered `400 bad_path`. The query string is not part of the path.
@@ -21,7 +26,8 @@ public enum RequestPath {
         var segmentStart = 0
         var iterator = utf8.makeIterator()
         func endSegment() -> Bool {
-            let segment = path[segmentStart...]
+            // The segment as an upstream that strips path parameters sees it.
+            let segment = path[segmentStart...].prefix { $0 != UInt8(ascii: ";") }
             if segment.isEmpty || segment.elementsEqual([0x2E]) || segment.elementsEqual([0x2E, 0x2E]) { return false }
             return true
         }
