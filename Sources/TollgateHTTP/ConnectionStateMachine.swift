@@ -120,6 +120,9 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
     enum ErrorAction: Equatable {
         /// Answer the parse error; the connection closes after the answer.
         case answer
+        /// A streamed request's body is malformed: end its forwarding (never as if the body
+        /// were whole) and answer `400` unless its answer has begun; then close.
+        case failStream
         case close
         case none
     }
@@ -136,7 +139,13 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
         case .discarding:
             phase = .closed
             return .close
+        case .streaming(_, ended: false):
+            // The error is in this request's body: it is answered now, and nothing more is read.
+            phase = .deciding
+            bodyHeld = false
+            return .failStream
         case .deciding, .parked, .streaming, .closed:
+            // The error is in a request after the one under way, which is answered first.
             return .none
         }
     }
@@ -288,6 +297,15 @@ struct ConnectionStateMachine<Instant: ConnectionInstant, Request> {
     /// The connection will close after the answer under way (a protocol error's answer).
     mutating func closeAfterAnswer() {
         keepAlive = false
+    }
+
+    /// A body being read away before its request is decided (a forward-auth question's)
+    /// outgrew its bound: the refusal is answered now, the rest of the body is read away,
+    /// then the connection closes.
+    mutating func bodyRefused() {
+        guard case .receiving = phase else { return }
+        keepAlive = false
+        phase = .discarding
     }
 
     // MARK: Backpressure

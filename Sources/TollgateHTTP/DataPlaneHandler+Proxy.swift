@@ -121,7 +121,7 @@ extension DataPlaneHandler: UpstreamDelegate {
                 )
                 self.exchange = nil
                 self.giveBackIfAsked(exchange)
-                self.writeProblem(.upstreamUnavailable, isHead: exchange.isHead, context: context)
+                self.writeUpstreamFailure(.upstreamUnavailable, for: exchange)
             }
         }
     }
@@ -130,11 +130,13 @@ extension DataPlaneHandler: UpstreamDelegate {
         let context = exchange.context
         exchange.connection = connection
         connection.handler.delegate = self
+        connection.bytesSeen.seen = false
         connection.handler.resumeReads()
         let upstream = exchange.upstream
+        let peer = peer(context)
         let (headers, expectsContinue) = ProxyHeaders.request(
-            exchange.head.headers, host: upstream.hostField, clientIP: clientIP(context), requestID: exchange.requestID,
-            keyIDHeader: upstream.keyIDHeader, keyID: keyID)
+            exchange.head.headers, host: upstream.hostField, clientIP: peer.text, trustedPeer: table.trusts(peer.address),
+            requestID: exchange.requestID, keyIDHeader: upstream.keyIDHeader, keyID: keyID)
         let head = HTTPRequestHead(
             version: .http1_1, method: exchange.head.method, uri: upstream.target(for: exchange.head.uri, prefix: exchange.route.prefix),
             headers: headers)
@@ -152,13 +154,14 @@ extension DataPlaneHandler: UpstreamDelegate {
         }
     }
 
-    /// The client's address for `X-Forwarded-For`, formatted once per connection (reading
-    /// the channel's address takes a lock, and formatting it allocates).
-    private func clientIP(_ context: ChannelHandlerContext) -> String? {
-        if let cached = clientAddress { return cached }
-        let address = context.channel.remoteAddress?.ipAddress
-        clientAddress = .some(address)
-        return address
+    /// The peer's address, and its text for `X-Forwarded-For`, read and formatted once per
+    /// connection (reading the channel's address takes a lock, and formatting it allocates).
+    private func peer(_ context: ChannelHandlerContext) -> (address: SocketAddress?, text: String?) {
+        if let peer { return peer }
+        let address = context.channel.remoteAddress
+        let found = (address, address?.ipAddress)
+        peer = found
+        return found
     }
 
     func proxyBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
@@ -232,12 +235,20 @@ extension DataPlaneHandler: UpstreamDelegate {
         if exchange.responseStarted {
             machine.inactive()
             context.close(promise: nil)
+        } else if problem == .upstreamUnavailable || problem == .upstreamTimeout {
+            // The gateway answers for an upstream that failed.
+            giveBackIfAsked(exchange)
+            writeUpstreamFailure(problem, for: exchange)
         } else {
-            // The gateway answers for an upstream that failed; a body above the limit is the
-            // client's doing, and stays counted.
-            if problem != .bodyTooLarge { giveBackIfAsked(exchange) }
+            // A body above the limit or a malformed one is the client's doing, and stays counted.
             writeProblem(problem, isHead: exchange.isHead, context: context)
         }
+    }
+
+    /// A `502` or `504` whose text says whether the request's unit was kept or given back.
+    private func writeUpstreamFailure(_ problem: Problem, for exchange: ProxyExchange) {
+        let body = exchange.upstream.giveBackOn5xx ? shared.givenBackProblems[problem] : nil
+        writeProblem(problem, body: body, isHead: exchange.isHead, context: exchange.context)
     }
 
     /// The client connection went away: the upstream connection goes too (its request is half sent).
@@ -250,6 +261,12 @@ extension DataPlaneHandler: UpstreamDelegate {
             connection.handler.delegate = nil
             connection.channel.close(promise: nil)
         }
+    }
+
+    /// Whether an answer with `status` to the exchange's request has a body (RFC 9110
+    /// section 6.4.1: not to `HEAD`, not `1xx`, `204` or `304`).
+    static func answerHasBody(_ status: HTTPResponseStatus, to exchange: ProxyExchange) -> Bool {
+        !exchange.isHead && status.code >= 200 && status.code != 204 && status.code != 304
     }
 
     static func isIdempotent(_ method: HTTPMethod) -> Bool {
@@ -270,15 +287,27 @@ extension DataPlaneHandler: UpstreamDelegate {
             exchange.responseStarted = true
             exchange.upstreamKeepAlive = response.isKeepAlive
             if exchange.admission != nil, (500..<600).contains(response.status.code) { giveBackIfAsked(exchange) }
-            let headers = ProxyHeaders.answer(
+            // An HTTP/1.0 client knows no chunks: an answer of unknown length is sent as it
+            // comes and ends when the connection closes (RFC 9112 section 6.3).
+            var version = HTTPVersion.http1_1
+            if requestIsHTTP10, !response.headers.contains(name: "content-length"), Self.answerHasBody(response.status, to: exchange) {
+                machine.closeAfterAnswer()
+                version = .http1_0
+            }
+            var headers = ProxyHeaders.answer(
                 response.headers, rateLimitFields: exchange.rateLimitFields, requestID: exchange.requestID,
-                close: machine.willStreamAnswer())
+                close: machine.willStreamAnswer(), date: dateHeader.value(at: shared.clock.now))
+            if version == .http1_0 {
+                headers.remove(name: "transfer-encoding")
+            } else if requestIsHTTP10, !headers.contains(name: "connection") {
+                headers.add(name: "connection", value: "keep-alive")
+            }
             // A streamed answer is counted and logged at its head, once, whether or not its
             // body arrives whole: the duration is the time to the answer's first byte.
             shared.monitor.answered(&observed, status: response.status, now: context.eventLoop.now, clock: shared.clock)
             // Flushed at the end of the upstream's read burst, or with the end.
             context.write(
-                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
+                wrapOutboundOut(.head(HTTPResponseHead(version: version, status: response.status, headers: headers))), promise: nil)
         case .body(let buffer):
             guard !exchange.isHead else { return }
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
@@ -310,9 +339,9 @@ extension DataPlaneHandler: UpstreamDelegate {
     func upstreamClosed(error: (any Error)?) {
         guard let exchange else { return }
         // A pooled connection the upstream closed while it idled fails the request sent on
-        // it before any answer: send it once more on a new connection, if it can be sent
-        // again as it was (an idempotent method, no body).
-        if let connection = exchange.connection, connection.uses > 1, !exchange.responseStarted, !exchange.retried,
+        // it before one byte of an answer: send it once more on a new connection, if it can
+        // be sent again as it was (an idempotent method, no body). See ``UpstreamConnection/mayRetry``.
+        if let connection = exchange.connection, connection.mayRetry, !exchange.responseStarted, !exchange.retried,
             exchange.bodyBytes == 0, exchange.requestEnded, Self.isIdempotent(exchange.head.method)
         {
             exchange.retried = true

@@ -15,6 +15,8 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     let pools: UpstreamPools
     /// Problem to its prebuilt body (for `quota_exceeded`, the part before the policies).
     let problems: [Problem: ByteBuffer]
+    /// Upstream failures on a route with `give_back_on_5xx`, whose text says the unit goes back.
+    let givenBackProblems: [Problem: ByteBuffer]
     /// The `quota_exceeded` prefix for a spent limit that never resets (no `Retry-After`).
     let quotaNeverResetsPrefix = ByteBuffer(string: Problem.quotaNeverResetsPrefix)
     let healthBody = ByteBuffer(string: "{\"status\":\"ok\"}")
@@ -31,6 +33,10 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
         self.pools = UpstreamPools(logger: logger)
         self.monitor = DataPlaneMonitor(routes: configuration.routes.current, monitoring: configuration.monitoring)
         self.problems = Dictionary(uniqueKeysWithValues: Problem.allCases.map { ($0, ByteBuffer(string: $0.prebuiltBody)) })
+        self.givenBackProblems = Dictionary(
+            uniqueKeysWithValues: Problem.allCases.compactMap { problem in
+                problem.prebuiltGivenBackBody.map { (problem, ByteBuffer(string: $0)) }
+            })
     }
 }
 
@@ -51,18 +57,27 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
     private var idleTimer: Scheduled<Void>?
     var dateHeader = DateHeader()
     /// The route table read when the request in progress began.
-    private var table = RouteTable.builtIn
+    private(set) var table = RouteTable.builtIn
     /// The request in progress's normalized path (`nil` for a target refused as `bad_path`),
     /// normalized once at its head.
     private var requestPath: String?
+    /// A refusal decided from the request's head alone (its `Host` fields), answered before
+    /// anything else is looked at.
+    private var headProblem: Problem?
+    /// The bytes of a forward-auth request's body read away so far; `nil` unless one is
+    /// being read (its end is awaited, then the question is answered).
+    private var forwardAuthBodyBytes: Int?
     /// The request being forwarded upstream, if any.
     var exchange: ProxyExchange?
     /// One timer per connection for upstream response timeouts, re-armed lazily.
     var responseTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
     /// This connection's event loop's upstream pool, found on first use.
     var pool: UpstreamPool?
-    /// The client's address as `X-Forwarded-For` gives it, once known (`.some(nil)`: none).
-    var clientAddress: String??
+    /// The peer's address and its text for `X-Forwarded-For`, once known.
+    var peer: (address: SocketAddress?, text: String?)?
+    /// Whether the request in progress came from an HTTP/1.0 client (answered with 1.0's
+    /// framing: no chunks, `Connection: keep-alive` when it asked to keep the connection).
+    private(set) var requestIsHTTP10 = false
     /// Request ids: a random tag per connection and a count.
     var requestIDs = RequestIDs()
     /// The request being answered, for metrics and the access log.
@@ -142,6 +157,12 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         switch machine.parseFailed() {
         case .answer:
             writeProblem(parseError == .headerOverflow ? .headersTooLarge : .badRequest, isHead: false, context: context)
+        case .failStream:
+            if let exchange {
+                failExchange(exchange, with: .badRequest, reason: "the request body is malformed (\(parseError))")
+            } else {
+                context.close(promise: nil)
+            }
         case .close:
             context.close(promise: nil)
         case .none:
@@ -180,14 +201,31 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
             let keepAlive = head.isKeepAlive && head.method != .CONNECT && !head.headers.contains(name: "upgrade")
             table = shared.routes.current
             requestPath = RequestPath.normalize(head.uri)
-            var proxied: (route: Route, upstream: Upstream, path: String)? = nil
-            if let path = requestPath, case .route(let route) = resolve(path),
-                case .upstream(let upstream) = route.action, route.methods?.contains(head.method) ?? true, head.method != .CONNECT
-            {
-                proxied = (route, upstream, path)
-            }
+            headProblem = Self.problem(inHead: head)
+            requestIsHTTP10 = head.version == .http1_0
+            forwardAuthBodyBytes = nil
             let hasBody = Self.hasBody(head)
-            switch machine.headReceived(head, keepAlive: keepAlive, hasBody: hasBody, streams: proxied != nil) {
+            var proxied: (route: Route, upstream: Upstream, path: String)? = nil
+            var readsBodyAway = false
+            if headProblem == nil, let path = requestPath {
+                switch resolve(path) {
+                case .route(let route):
+                    if case .upstream(let upstream) = route.action, route.methods?.contains(head.method) ?? true, head.method != .CONNECT {
+                        proxied = (route, upstream, path)
+                    }
+                case .forwardAuth where hasBody:
+                    // A question with a small body is answered once the body is read away;
+                    // one announced too large is refused at once (``forwardAuth``).
+                    let length = head.headers.first(name: "content-length").flatMap { Int($0) }
+                    if length.map({ $0 <= Self.forwardAuthMaxBodyBytes }) ?? true {
+                        readsBodyAway = true
+                        forwardAuthBodyBytes = 0
+                    }
+                default:
+                    break
+                }
+            }
+            switch machine.headReceived(head, keepAlive: keepAlive, hasBody: hasBody && !readsBodyAway, streams: proxied != nil) {
             case .answerNow(let head):
                 // Answer now and close rather than read a body no API wants.
                 handle(head, hasBody: true, context: context)
@@ -200,7 +238,17 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
                 break
             }
         case .body(let buffer):
-            if exchange != nil { proxyBody(buffer, context: context) }
+            if exchange != nil {
+                proxyBody(buffer, context: context)
+            } else if let read = forwardAuthBodyBytes {
+                forwardAuthBodyBytes = read + buffer.readableBytes
+                if read + buffer.readableBytes > Self.forwardAuthMaxBodyBytes {
+                    // A chunked body that outgrew the bound: refused before it was decided.
+                    forwardAuthBodyBytes = nil
+                    machine.bodyRefused()
+                    writeProblem(.bodyTooLarge, isHead: false, context: context)
+                }
+            }
         case .end:
             switch machine.endReceived() {
             case .handle(let head):
@@ -230,11 +278,33 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         return false
     }
 
+    /// The refusal a head earns by itself (RFC 9112 section 3.2): an HTTP/1.1 request
+    /// without `Host`, any request with two; and an HTTP/1.0 request with
+    /// `Transfer-Encoding`, a framing 1.0 does not have (section 6.1).
+    static func problem(inHead head: HTTPRequestHead) -> Problem? {
+        var hosts = 0
+        var transferEncoding = false
+        for field in head.headers {
+            switch field.name.utf8.count {
+            case 4 where ProxyHeaders.name(field.name, is: "host"): hosts += 1
+            case 17 where ProxyHeaders.name(field.name, is: "transfer-encoding"): transferEncoding = true
+            default: break
+            }
+        }
+        if hosts > 1 || (hosts == 0 && head.version != .http1_0) { return .badRequest }
+        if transferEncoding && head.version == .http1_0 { return .badRequest }
+        return nil
+    }
+
+    /// The largest body a forward-auth question may carry: it is read away, never used.
+    static var forwardAuthMaxBodyBytes: Int { 64 * 1024 }
+
     /// Where a normalized path goes.
     enum Target {
         case health, ready
-        /// The forward-auth endpoint (`below`: the original path follows it, as Envoy sends it).
-        case forwardAuth(below: Substring?)
+        /// A forward-auth endpoint: its form, and the path it is mounted at (`auth`,
+        /// `auth/nginx`); `below`: whether the request's path goes on below it.
+        case forwardAuth(ForwardAuthForm, mount: Substring, below: Bool)
         case route(Route)
         case none
     }
@@ -243,16 +313,35 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         if path == "healthz" { return .health }
         if path == "readyz" { return .ready }
         if let auth = table.forwardAuthPath, path.utf8.starts(with: auth.utf8) {
-            if path.utf8.count == auth.utf8.count { return .forwardAuth(below: nil) }
-            let rest = path.utf8.dropFirst(auth.utf8.count)
-            if rest.first == UInt8(ascii: "/") { return .forwardAuth(below: Substring(rest)) }
+            let rest = Substring(path.utf8.dropFirst(auth.utf8.count))
+            if rest.isEmpty { return .forwardAuth(.generic, mount: Substring(path), below: false) }
+            if rest.utf8.first == UInt8(ascii: "/") {
+                let segment = rest.dropFirst().prefix { $0 != "/" }
+                let mount = path[..<segment.endIndex]
+                switch ForwardAuthForm.named(segment) {
+                case nil:
+                    return .forwardAuth(.generic, mount: Substring(auth), below: true)
+                case .envoy:
+                    return .forwardAuth(.envoy, mount: mount, below: segment.endIndex != path.endIndex)
+                case let form?:
+                    // The nginx and Traefik forms take no path below them.
+                    return segment.endIndex == path.endIndex ? .forwardAuth(form, mount: mount, below: false) : .none
+                }
+            }
         }
         return table.route(for: path).map(Target.route) ?? .none
     }
 
     private func handle(_ head: HTTPRequestHead, hasBody: Bool, context: ChannelHandlerContext) {
         let isHead = head.method == .HEAD
+        if let problem = headProblem {
+            return writeProblem(problem, isHead: isHead, context: context)
+        }
         guard let path = requestPath else {
+            // Envoy asks about the root as `/auth/envoy/`, a path that is otherwise refused.
+            if let auth = table.forwardAuthPath, head.uri == "/\(auth)/envoy/" || head.uri.hasPrefix("/\(auth)/envoy/?") {
+                return forwardAuth(head, form: .envoy, mount: Substring("\(auth)/envoy"), below: true, hasBody: hasBody, context: context)
+            }
             return writeProblem(.badPath, isHead: isHead, context: context)
         }
         let route: Route
@@ -269,8 +358,8 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
                 return write(status: .ok, headers: Self.jsonHeaders(), body: shared.healthBody, isHead: isHead, context: context)
             }
             return checkReadiness(isHead: isHead, context: context)
-        case .forwardAuth(let below):
-            return forwardAuth(head, below: below, hasBody: hasBody, context: context)
+        case .forwardAuth(let form, let mount, let below):
+            return forwardAuth(head, form: form, mount: mount, below: below, hasBody: hasBody, context: context)
         case .route(let found):
             route = found
         }
@@ -456,7 +545,11 @@ final class DataPlaneHandler<Store: KeyStore, Clock: WallClock>: ChannelDuplexHa
         // A shared cache must never store an answer: it would serve it to other callers
         // without their key and without counting it. Answers about a key are private too.
         headers.add(name: "cache-control", value: headers.contains(name: "ratelimit-policy") ? "private, no-store" : "no-store")
-        if case .close = action { headers.add(name: "connection", value: "close") }
+        if case .close = action {
+            headers.add(name: "connection", value: "close")
+        } else if requestIsHTTP10 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         endAnswer(action, context: context)

@@ -24,6 +24,8 @@ public enum Problem: String, Sendable, CaseIterable {
     case upstreamUnavailable = "upstream_unavailable"
     case upstreamTimeout = "upstream_timeout"
     case unknownRoute = "unknown_route"
+    case ambiguousOriginalRequest = "ambiguous_original_request"
+    case badOriginalRequest = "bad_original_request"
 
     public var status: HTTPResponseStatus {
         switch self {
@@ -32,7 +34,7 @@ public enum Problem: String, Sendable, CaseIterable {
         case .quotaExceeded: .tooManyRequests
         case .notFound, .unknownRoute: .notFound
         case .methodNotAllowed: .methodNotAllowed
-        case .badPath, .badRequest: .badRequest
+        case .badPath, .badRequest, .ambiguousOriginalRequest, .badOriginalRequest: .badRequest
         case .storeUnavailable: .serviceUnavailable
         case .bodyNotAllowed, .bodyTooLarge: .payloadTooLarge
         case .upstreamUnavailable: .badGateway
@@ -53,7 +55,7 @@ public enum Problem: String, Sendable, CaseIterable {
         case .notFound: "No API is served at this path."
         case .methodNotAllowed: "This API does not answer this method; 'Allow' lists those it does."
         case .badPath:
-            "The path has a dot segment, an encoded slash, dot or backslash, an empty segment or a byte that paths may not hold."
+            "The path has a dot segment (also one hidden behind ';' parameters), an encoded slash, dot or backslash, an empty segment or a byte that paths may not hold."
         case .storeUnavailable: "The key store cannot be reached, so the request was not served. Try again shortly."
         case .bodyNotAllowed: "Requests to this API carry no body."
         case .bodyTooLarge: "The request body is larger than this API accepts."
@@ -61,10 +63,27 @@ public enum Problem: String, Sendable, CaseIterable {
         case .upstreamTimeout: "The API's server did not answer in time. The request was counted."
         case .unknownRoute:
             "Forward-auth: the original request (X-Original-URI, X-Forwarded-Uri or the path below the auth path) is for no API this gateway knows."
+        case .ambiguousOriginalRequest:
+            "Forward-auth: the request names its original request or method in more than one way (X-Original-URI, X-Forwarded-Uri, the path below the auth path; X-Original-Method, X-Forwarded-Method), and they differ. Use your proxy's own form: /auth/nginx, /auth/traefik, /auth/caddy or /auth/envoy."
+        case .badOriginalRequest:
+            "Forward-auth: the original request is missing or not valid: /auth/nginx needs X-Original-URI, /auth/traefik and /auth/caddy X-Forwarded-Uri, and a method must be an HTTP token."
         case .headersTooLarge: "The request's header fields are too large."
         case .badRequest: "The request is not valid HTTP/1.1."
         }
     }
+
+    /// The detail of an upstream failure on a route with `give_back_on_5xx`, where the
+    /// request's unit is given back rather than kept.
+    var givenBackDetail: String? {
+        switch self {
+        case .upstreamUnavailable: "The API's server cannot be reached. Try again shortly; the request's unit is given back."
+        case .upstreamTimeout: "The API's server did not answer in time. The request's unit is given back."
+        default: nil
+        }
+    }
+
+    /// The body of ``givenBackDetail``, for the problems that have one.
+    var prebuiltGivenBackBody: String? { givenBackDetail.map { prebuiltBody(detail: $0) } }
 
     init(_ outcome: AdmissionDecision.Outcome) {
         switch outcome {

@@ -28,6 +28,10 @@ public enum RequestOutcome: UInt8, Sendable, CaseIterable {
     case upstreamTimeout
     /// A forward-auth question about a request no route serves.
     case unknownRoute
+    /// A forward-auth question whose sources name different requests or methods.
+    case ambiguousOriginalRequest
+    /// A forward-auth question without its form's field, or with a method that is no token.
+    case badOriginalRequest
     /// `/healthz` or `/readyz` on the data plane.
     case health
     /// An answer no outcome was set for (a new kind of answer that forgot to say).
@@ -55,6 +59,8 @@ public enum RequestOutcome: UInt8, Sendable, CaseIterable {
         case .upstreamUnavailable: Problem.upstreamUnavailable.rawValue
         case .upstreamTimeout: Problem.upstreamTimeout.rawValue
         case .unknownRoute: Problem.unknownRoute.rawValue
+        case .ambiguousOriginalRequest: Problem.ambiguousOriginalRequest.rawValue
+        case .badOriginalRequest: Problem.badOriginalRequest.rawValue
         }
     }
 
@@ -77,6 +83,8 @@ public enum RequestOutcome: UInt8, Sendable, CaseIterable {
         case .upstreamUnavailable: self = .upstreamUnavailable
         case .upstreamTimeout: self = .upstreamTimeout
         case .unknownRoute: self = .unknownRoute
+        case .ambiguousOriginalRequest: self = .ambiguousOriginalRequest
+        case .badOriginalRequest: self = .badOriginalRequest
         }
     }
 }

@@ -170,12 +170,16 @@ public struct RouteTable: Sendable {
     public let routes: [Route]
     /// The forward-auth endpoint's normalized path, or `nil` when it is off.
     public let forwardAuthPath: String?
+    /// Peers whose forwarding fields (`X-Forwarded-For`, `Forwarded`, ...) are believed and
+    /// passed on; from any other peer they are replaced by what the gateway sees.
+    public let trustedProxies: [IPNetwork]
     /// The prebuilt bodies of fixed answers, by route name.
     let fixedBodies: [String: ByteBuffer]
 
-    public init(routes: [Route], forwardAuthPath: String? = "auth") {
+    public init(routes: [Route], forwardAuthPath: String? = "auth", trustedProxies: [IPNetwork] = []) {
         self.routes = routes.sorted { $0.prefix.utf8.count > $1.prefix.utf8.count }
         self.forwardAuthPath = forwardAuthPath
+        self.trustedProxies = trustedProxies
         var bodies: [String: ByteBuffer] = [:]
         for route in routes {
             if case .fixed(let answer) = route.action { bodies[route.name] = ByteBuffer(string: answer.body) }
@@ -189,5 +193,11 @@ public struct RouteTable: Sendable {
     /// The route serving `path`, if any.
     public func route(for path: String) -> Route? {
         routes.first { $0.matches(path) }
+    }
+
+    /// Whether `peer` is one of ``trustedProxies``.
+    func trusts(_ peer: SocketAddress?) -> Bool {
+        guard let peer, !trustedProxies.isEmpty else { return false }
+        return trustedProxies.contains { $0.contains(peer) }
     }
 }

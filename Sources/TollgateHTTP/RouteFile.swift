@@ -28,6 +28,7 @@ public struct RouteFileError: Error, Sendable, CustomStringConvertible {
 /// ```yaml
 /// forward_auth:
 ///   path: /auth
+/// trusted_proxies: [10.0.0.0/8]
 /// routes:
 ///   - name: orders
 ///     prefix: /v1/orders
@@ -82,6 +83,7 @@ private struct Reader {
             return .builtIn
         }
         var forwardAuthPath: String? = "auth"
+        var trustedProxies: [IPNetwork] = []
         var routes: [(Route, Node)] = []
         var sawRoutes = false
         for (key, value) in mapping {
@@ -95,13 +97,32 @@ private struct Reader {
                 for node in sequence { if let route = readRoute(node) { routes.append((route, node)) } }
             case "forward_auth":
                 forwardAuthPath = readForwardAuth(value)
+            case "trusted_proxies":
+                trustedProxies = readTrustedProxies(value)
             default:
-                fail(key, "unknown setting '\(key.string ?? "?")': the settings are routes and forward_auth")
+                fail(key, "unknown setting '\(key.string ?? "?")': the settings are routes, forward_auth and trusted_proxies")
             }
         }
         if !sawRoutes { fail(root, "the file has no 'routes' list") }
         checkUnique(routes, forwardAuthPath: forwardAuthPath)
-        return RouteTable(routes: routes.map(\.0), forwardAuthPath: forwardAuthPath)
+        return RouteTable(routes: routes.map(\.0), forwardAuthPath: forwardAuthPath, trustedProxies: trustedProxies)
+    }
+
+    /// A list of addresses and CIDR blocks (`127.0.0.1`, `10.0.0.0/8`, `::1`).
+    mutating func readTrustedProxies(_ node: Node) -> [IPNetwork] {
+        guard let sequence = node.sequence else {
+            fail(node, "'trusted_proxies' must be a list of addresses or CIDR blocks such as [127.0.0.1, 10.0.0.0/8]")
+            return []
+        }
+        var networks: [IPNetwork] = []
+        for item in sequence {
+            guard let text = item.scalar?.string, let network = IPNetwork(text) else {
+                fail(item, "'\(item.string ?? "?")' is not an IP address or CIDR block (write 10.0.0.0/8, 192.168.1.7 or fd00::/8)")
+                continue
+            }
+            networks.append(network)
+        }
+        return networks
     }
 
     static func problem(_ error: YamlError) -> RouteFileError.Problem {

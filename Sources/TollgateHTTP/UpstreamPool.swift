@@ -82,18 +82,41 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 }
 
+/// The first handler of an upstream connection: notes whether any byte of an answer came,
+/// which decides whether a request that failed on it may be sent again.
+final class UpstreamBytesSeen: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    /// Whether bytes arrived since the connection was last given a request.
+    var seen = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        seen = true
+        context.fireChannelRead(data)
+    }
+}
+
 /// One connection to an upstream, with the handler that speaks for it.
 final class UpstreamConnection {
     let channel: any Channel
     let handler: UpstreamHandler
+    let bytesSeen: UpstreamBytesSeen
     /// Requests given this connection so far; above 1, it came from the pool, and the
     /// upstream may have closed it while it idled.
     var uses = 0
 
-    init(channel: any Channel, handler: UpstreamHandler) {
+    init(channel: any Channel, handler: UpstreamHandler, bytesSeen: UpstreamBytesSeen) {
         self.channel = channel
         self.handler = handler
+        self.bytesSeen = bytesSeen
     }
+
+    /// Whether a request that failed on this connection may be sent once more on a new one:
+    /// only if the connection came from the pool (the upstream may have closed it while it
+    /// idled) and not one byte of an answer arrived (so the upstream never took it up), as
+    /// nginx's `proxy_next_upstream error` and HAProxy's `retry-on conn-failure` do. A
+    /// malformed or oversized answer is never a reason to send a request again.
+    var mayRetry: Bool { uses > 1 && !bytesSeen.seen }
 }
 
 /// Idle keep-alive connections to upstreams, for one event loop. Connections are opened on
@@ -134,6 +157,7 @@ final class UpstreamPool: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UpstreamBytesSeen())
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
                 }
@@ -141,7 +165,8 @@ final class UpstreamPool: @unchecked Sendable {
             .connect(host: upstream.host, port: upstream.port)
             .flatMapThrowing { [weak self] channel in
                 let connection = UpstreamConnection(
-                    channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self))
+                    channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self),
+                    bytesSeen: try channel.pipeline.syncOperations.handler(type: UpstreamBytesSeen.self))
                 connection.uses = 1
                 // Set once for the connection's life rather than on every release: an idle
                 // connection the upstream closes leaves the pool (a busy one is not in it).

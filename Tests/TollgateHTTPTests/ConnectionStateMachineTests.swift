@@ -126,6 +126,21 @@ import TollgateTestSupport
         _ = midRequest.headReceived("a", keepAlive: true, hasBody: false)
         #expect(midRequest.parseFailed() == .close)
     }
+
+    /// A forward-auth body that outgrows its bound: answered now, read away, then closed.
+    @Test func aBodyRefusedWhileReadingIsAnsweredThenReadAwayThenClosed() {
+        var machine = Machine(idleTimeout: .seconds(60), now: t0)
+        guard case .wait = machine.headReceived("a", keepAlive: true, hasBody: false) else {
+            Issue.record("a body read away before the decision is waited for")
+            return
+        }
+        machine.bodyRefused()
+        #expect(machine.willWriteAnswer(now: t0) == .close(outputOnly: true), "the client may still be sending")
+        guard case .close = machine.endReceived() else {
+            Issue.record("the connection closes once the body has ended")
+            return
+        }
+    }
 }
 
 /// A streamed (proxied) request: decided from its head, its body held until wanted.
@@ -205,6 +220,22 @@ import TollgateTestSupport
         }
     }
 
+    /// A malformed body under way: the exchange is failed and answered, and the connection
+    /// closes both ways (the decoder reads nothing more). A parse error after a request has
+    /// ended belongs to the next request: the one under way is answered first.
+    @Test func aMalformedStreamedBodyFailsTheStreamAndClosesAfterTheAnswer() {
+        var machine = Machine(idleTimeout: .seconds(60), now: t0)
+        _ = machine.headReceived("a", keepAlive: true, hasBody: true, streams: true)
+        #expect(machine.parseFailed() == .failStream)
+        #expect(machine.willWriteAnswer(now: t0) == .close(outputOnly: false))
+
+        var ended = Machine(idleTimeout: .seconds(60), now: t0)
+        _ = ended.headReceived("a", keepAlive: true, hasBody: true, streams: true)
+        _ = ended.endReceived()
+        #expect(ended.parseFailed() == .none)
+        #expect(ended.willWriteAnswer(now: t0) == .close(outputOnly: false), "the answer under way goes, then the connection closes")
+    }
+
     @Test func aStalledStreamIsClosedAfterTheIdleTimeout() {
         var machine = Machine(idleTimeout: .seconds(10), now: t0)
         _ = machine.activated(now: t0)
@@ -248,7 +279,7 @@ import TollgateTestSupport
         let channel = try makeChannel()
         channel.isWritable = false
         channel.pipeline.fireChannelWritabilityChanged()
-        try channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n"))
+        try channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
         #expect(try answers(channel).isEmpty, "nothing is answered while the socket cannot take it")
         channel.isWritable = true
         channel.pipeline.fireChannelWritabilityChanged()
@@ -260,10 +291,10 @@ import TollgateTestSupport
 
     @Test func aClientThatNeverDrainsItsAnswersIsClosedWhenIdle() throws {
         let channel = try makeChannel(idleTimeout: .seconds(10))
-        try channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\n\r\n"))
+        try channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
         channel.isWritable = false
         channel.pipeline.fireChannelWritabilityChanged()
-        try channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\n\r\n"))
+        try channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
         channel.embeddedEventLoop.advanceTime(by: .seconds(11))
         #expect(!channel.isActive)
     }

@@ -10,11 +10,18 @@ import TollgateCore
     static func forward(
         _ fields: [(String, String)],
         clientIP: String? = "10.0.0.7",
+        trustedPeer: Bool = false,
         keyIDHeader: String? = "X-Tollgate-Key-Id",
         keyID: KeyID? = KeyID(rawValue: "key_abc")
     ) -> (headers: HTTPHeaders, expectsContinue: Bool) {
         ProxyHeaders.request(
-            HTTPHeaders(fields), host: "upstream:8080", clientIP: clientIP, requestID: "r-1", keyIDHeader: keyIDHeader, keyID: keyID)
+            HTTPHeaders(fields), host: "upstream:8080", clientIP: clientIP, trustedPeer: trustedPeer, requestID: "r-1",
+            keyIDHeader: keyIDHeader, keyID: keyID)
+    }
+
+    static func answer(_ fields: [(String, String)], close: Bool = false) -> HTTPHeaders {
+        ProxyHeaders.answer(
+            HTTPHeaders(fields), rateLimitFields: HTTPHeaders(), requestID: "r-1", close: close, date: "Tue, 08 Dec 2026 10:00:00 GMT")
     }
 
     @Test func theKeyAndHopByHopFieldsNeverGoUpstream() {
@@ -40,30 +47,72 @@ import TollgateCore
         #expect(headers["x-request-id"] == ["r-1"])
     }
 
-    @Test func anotherAuthorizationSchemeIsTheUpstreamsAndForwardedFieldsAreReplacedOrAppended() {
+    @Test func anotherAuthorizationSchemeIsTheUpstreamsAndAClientsForwardingFieldsAreReplaced() {
         let (headers, expectsContinue) = Self.forward(
             [
                 ("Authorization", "Basic dXNlcjpwYXNz"), ("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-For", "5.6.7.8"),
-                ("X-Forwarded-Proto", "https"), ("X-Request-Id", "client-chosen"), ("Expect", "something-else"),
+                ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example"), ("X-Request-Id", "client-chosen"),
+                ("Expect", "something-else"), ("Forwarded", "for=1.2.3.4"), ("X-Real-IP", "1.2.3.4"), ("X-Forwarded-Port", "1"),
+                ("X-Forwarded-Uri", "/admin"), ("Host", "gw.example"),
             ],
             keyID: nil
         )
         #expect(!expectsContinue)
         #expect(headers["authorization"] == ["Basic dXNlcjpwYXNz"])
-        // Two fields of one name are one list: both kept, in order, the client last.
-        #expect(headers["x-forwarded-for"] == ["1.2.3.4, 5.6.7.8, 10.0.0.7"])
+        // From a peer that is not a trusted proxy, only what the gateway saw.
+        #expect(headers["x-forwarded-for"] == ["10.0.0.7"])
         #expect(headers["x-forwarded-proto"] == ["http"])
+        #expect(headers["x-forwarded-host"] == ["gw.example"])
+        for dropped in ["forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-uri"] {
+            #expect(!headers.contains(name: dropped), "\(dropped) from an untrusted peer")
+        }
         #expect(headers["x-request-id"] == ["r-1"])
         #expect(!headers.contains(name: "x-tollgate-key-id"), "no key id to send")
     }
 
-    @Test func withoutAHostOrAClientAddressTheClientsForwardedFieldsStay() {
+    @Test func aTrustedProxysForwardingFieldsAreKeptAndAppendedTo() {
+        let (headers, _) = Self.forward(
+            [
+                ("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-For", "5.6.7.8"), ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "public.example"), ("Forwarded", "for=1.2.3.4"), ("X-Real-IP", "1.2.3.4"), ("Host", "gw"),
+            ],
+            trustedPeer: true
+        )
+        // Two fields of one name are one list: both kept, in order, the peer last.
+        #expect(headers["x-forwarded-for"] == ["1.2.3.4, 5.6.7.8, 10.0.0.7"])
+        #expect(headers["x-forwarded-proto"] == ["https"])
+        #expect(headers["x-forwarded-host"] == ["public.example"])
+        #expect(headers["forwarded"] == ["for=1.2.3.4"])
+        #expect(headers["x-real-ip"] == ["1.2.3.4"])
+    }
+
+    @Test func withoutAClientAddressAnUntrustedClientsForwardedForIsDropped() {
         let (headers, _) = Self.forward(
             [("X-Forwarded-Host", "a.example"), ("X-Forwarded-For", "1.2.3.4")], clientIP: nil, keyIDHeader: nil)
-        #expect(headers["x-forwarded-host"] == ["a.example"])
-        #expect(headers["x-forwarded-for"] == ["1.2.3.4"])
+        #expect(!headers.contains(name: "x-forwarded-host"))
+        #expect(!headers.contains(name: "x-forwarded-for"))
         #expect(headers["host"] == ["upstream:8080"])
         #expect(!headers.contains(name: "x-tollgate-key-id"))
+    }
+
+    /// CGI, WSGI, PHP and Rack read `X_Tollgate_Key_Id` as `X-Tollgate-Key-Id`; a client's
+    /// key id field is removed whatever the route sends the id in.
+    @Test(arguments: [nil, "X-Caller", "X-Tollgate-Key-Id"] as [String?])
+    func aClientsKeyIDInAnySpellingNeverGoesUpstream(keyIDHeader: String?) {
+        let (headers, _) = Self.forward(
+            [
+                ("X_Tollgate_Key_Id", "someone-else"), ("x-tollgate-key-id", "forged"), ("X-Caller", "forged-custom"),
+                ("X_Caller", "forged-under"), ("My_Field", "x"), ("X-Kept", "yes"),
+            ],
+            keyIDHeader: keyIDHeader)
+        #expect(headers["x-kept"] == ["yes"])
+        for (name, _) in headers {
+            #expect(!name.contains("_"), "\(name) has an underscore")
+        }
+        #expect(!headers.contains(name: "x-tollgate-key-id") || headers["x-tollgate-key-id"] == ["key_abc"])
+        #expect(headers["x-tollgate-key-id"] == (keyIDHeader == "X-Tollgate-Key-Id" ? ["key_abc"] : []))
+        // Under another name X-Caller is the client's own field, and passes.
+        #expect(headers["x-caller"] == (keyIDHeader == "X-Caller" ? ["key_abc"] : ["forged-custom"]))
     }
 
     @Test func anAnswerLosesHopByHopFieldsAndCarriesTheAdmissionsFields() {
@@ -73,7 +122,7 @@ import TollgateCore
                 ("Content-Type", "text/plain"), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "h"), ("Keep-Alive", "timeout=5"),
                 ("RateLimit", "forged"), ("X-Request-Id", "upstream-id"), ("Transfer-Encoding", "chunked"),
             ]),
-            rateLimitFields: rateLimit, requestID: "r-1", close: false)
+            rateLimitFields: rateLimit, requestID: "r-1", close: false, date: "Tue, 08 Dec 2026 10:00:00 GMT")
         #expect(answer["content-type"] == ["text/plain"])
         #expect(answer["transfer-encoding"] == ["chunked"], "framing is the encoder's to keep or redo")
         #expect(!answer.contains(name: "connection"))
@@ -83,13 +132,37 @@ import TollgateCore
         #expect(answer["ratelimit-policy"] == ["\"day\";q=100"])
         #expect(answer["x-request-id"] == ["r-1"])
         #expect(answer["cache-control"] == ["private"])
+        #expect(answer["date"] == ["Tue, 08 Dec 2026 10:00:00 GMT"], "an answer without Date gets one")
 
-        let closing = ProxyHeaders.answer(
-            HTTPHeaders([("Cache-Control", "no-store"), ("RateLimit", "the upstream's own")]), rateLimitFields: HTTPHeaders(),
-            requestID: "r-2",
-            close: true)
-        #expect(closing["cache-control"] == ["no-store"], "the upstream's choice stands")
+        let closing = Self.answer([("Cache-Control", "no-store"), ("RateLimit", "the upstream's own"), ("Date", "theirs")], close: true)
+        #expect(closing["cache-control"] == ["private, no-store"], "the upstream's choice stands, kept private")
         #expect(closing["ratelimit"] == ["the upstream's own"], "no admission fields to replace it with")
         #expect(closing["connection"] == ["close"])
+        #expect(closing["date"] == ["theirs"])
+    }
+
+    /// A metered answer must never be stored by a shared cache and served to callers without
+    /// a key: `public` and `s-maxage` never reach the client, `private` always does.
+    @Test(arguments: [
+        ("public, max-age=600", "private, max-age=600"),
+        ("PUBLIC,s-maxage=60, max-age=10", "private, max-age=10"),
+        ("private=\"Set-Cookie\", max-age=5", "private, max-age=5"),
+        ("no-cache=\"a, public\", must-revalidate", "private, no-cache=\"a, public\", must-revalidate"),
+        ("private", "private"),
+        ("", "private"),
+    ])
+    func sharedCachesMayNeverStoreAMeteredAnswer(upstream: String, expected: String) {
+        #expect(Self.answer([("Cache-Control", upstream)])["cache-control"] == [expected])
+    }
+
+    @Test func cdnTargetedCacheFieldsAreDropped() {
+        let answer = Self.answer([
+            ("CDN-Cache-Control", "max-age=600"), ("Surrogate-Control", "max-age=600"), ("Cloudflare-CDN-Cache-Control", "max-age=1"),
+            ("Edge-Control", "cache-maxage=60"), ("Cache-Control", "public"), ("Cache-Control", "s-maxage=9"),
+        ])
+        #expect(answer["cache-control"] == ["private"])
+        for name in ["cdn-cache-control", "surrogate-control", "cloudflare-cdn-cache-control", "edge-control"] {
+            #expect(!answer.contains(name: name), "\(name)")
+        }
     }
 }

@@ -127,3 +127,32 @@ import TollgateCore
         }
     }
 }
+
+/// `trusted_proxies`: addresses and CIDR blocks, IPv4 and IPv6, matched against peers.
+@Suite struct TrustedProxiesTests {
+    @Test func readsAddressesAndBlocksAndMatchesPeers() throws {
+        let table = try RouteFile.parse(
+            """
+            trusted_proxies: [127.0.0.1, 10.0.0.0/8, "fd00::/8", "::1"]
+            routes:
+              - name: ping
+                answer: { body: pong }
+            """
+        )
+        #expect(table.trustedProxies.map(\.description) == ["127.0.0.1", "10.0.0.0/8", "fd00::/8", "::1"])
+        for (address, trusted) in [
+            ("127.0.0.1", true), ("127.0.0.2", false), ("10.200.3.4", true), ("11.0.0.1", false), ("fd12::1", true), ("fe80::1", false),
+            ("::1", true), ("::ffff:10.1.2.3", true), ("::ffff:11.1.2.3", false),
+        ] {
+            #expect(table.trusts(try SocketAddress(ipAddress: address, port: 1)) == trusted, "\(address)")
+        }
+        #expect(!RouteTable(routes: []).trusts(try SocketAddress(ipAddress: "127.0.0.1", port: 1)), "none by default")
+    }
+
+    @Test(arguments: ["10.0.0.0/33", "10.0.0/8", "example.com", "::1/129", "1.2.3.4/", "1.2.3.4/-1", ""])
+    func refusesWhatIsNoAddressOrBlock(entry: String) {
+        #expect(throws: RouteFileError.self) {
+            try RouteFile.parse("trusted_proxies: [\"\(entry)\"]\nroutes:\n  - name: ping\n    answer: { body: pong }\n")
+        }
+    }
+}

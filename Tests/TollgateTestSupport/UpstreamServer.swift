@@ -10,21 +10,43 @@ import Synchronization
 /// - `/status/N` answers status N;
 /// - `/drop-next` answers, then closes its connection on the next request without an answer
 ///   (an upstream closing a kept-alive connection just as a request is sent on it);
+/// - `/huge-header` answers with a 200 KB header field, `/garbage` with bytes that are no
+///   HTTP answer (answers a gateway must refuse, after sending the request once);
+/// - `/chunked` answers `chunked` in chunked encoding, without a length;
+/// - `/cache-public` answers with `Cache-Control: public, max-age=600` and `CDN-Cache-Control`;
 /// - anything else echoes the request: method, target, header fields, and the body's
 ///   length (counted, never kept), one per line.
+///
+/// No answer carries `Date`.
 public final class UpstreamServer: Sendable {
     public let port: Int
     private let channel: any Channel
-    private let state: Mutex<(connections: Int, requests: Int)>
+    private let state: Mutex<Tally>
+
+    struct Tally {
+        var connections = 0
+        var requests = 0
+        var ended = 0
+        var closed = 0
+        var waiting = 0
+    }
 
     /// Connections accepted so far (keep-alive reuse shows as fewer connections than requests).
     public var connections: Int { state.withLock { $0.connections } }
+    /// Request heads received so far.
     public var requests: Int { state.withLock { $0.requests } }
+    /// Requests received whole, their ends included.
+    public var ended: Int { state.withLock { $0.ended } }
+    /// Connections closed so far.
+    public var closed: Int { state.withLock { $0.closed } }
+    /// Open connections holding a request whose end has not come: an upstream waiting for
+    /// the rest of a body.
+    public var waiting: Int { state.withLock { $0.waiting } }
 
     private init(port: Int, channel: any Channel) {
         self.port = port
         self.channel = channel
-        self.state = Mutex((0, 0))
+        self.state = Mutex(Tally())
     }
 
     public static func start() async throws -> UpstreamServer {
@@ -45,9 +67,16 @@ public final class UpstreamServer: Sendable {
         return server
     }
 
-    fileprivate func count(connection: Bool) {
+    fileprivate func count(_ event: Counts.Event) {
         state.withLock { state in
-            if connection { state.connections += 1 } else { state.requests += 1 }
+            switch event {
+            case .connected: state.connections += 1
+            case .requested: state.requests += 1
+            case .ended: state.ended += 1
+            case .closed: state.closed += 1
+            case .waiting: state.waiting += 1
+            case .doneWaiting: state.waiting -= 1
+            }
         }
     }
 
@@ -57,9 +86,11 @@ public final class UpstreamServer: Sendable {
 }
 
 private final class Counts: Sendable {
+    enum Event { case connected, requested, ended, closed, waiting, doneWaiting }
     let server = Mutex<UpstreamServer?>(nil)
-    func connected() { server.withLock { $0 }?.count(connection: true) }
-    func requested() { server.withLock { $0 }?.count(connection: false) }
+    func connected() { count(.connected) }
+    func requested() { count(.requested) }
+    func count(_ event: Event) { server.withLock { $0 }?.count(event) }
 }
 
 private final class UpstreamTestHandler: ChannelInboundHandler {
@@ -83,14 +114,24 @@ private final class UpstreamTestHandler: ChannelInboundHandler {
                 return
             }
             counts.requested()
+            counts.count(.waiting)
             self.head = head
             bodyBytes = 0
         case .body(let buffer):
             bodyBytes += buffer.readableBytes
         case .end:
             guard let head else { return }
+            self.head = nil
+            counts.count(.ended)
+            counts.count(.doneWaiting)
             respond(head, context: context)
         }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if head != nil { counts.count(.doneWaiting) }
+        counts.count(.closed)
+        context.fireChannelInactive()
     }
 
     func query(_ name: String, in uri: String) -> Int? {
@@ -119,6 +160,35 @@ private final class UpstreamTestHandler: ChannelInboundHandler {
             return
         }
         if uri.contains("/drop-next") { dropNext = true }
+        if uri.contains("/huge-header") {
+            var headers = HTTPHeaders()
+            headers.add(name: "x-huge", value: String(repeating: "h", count: 200 * 1024))
+            headers.add(name: "content-length", value: "0")
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return
+        }
+        if uri.contains("/garbage") {
+            // Below the HTTP encoder: bytes no HTTP/1.1 answer starts with.
+            let encoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
+            encoder?.writeAndFlush(NIOAny(ByteBuffer(string: "NOT HTTP AT ALL\r\n\r\n")), promise: nil)
+            return
+        }
+        if uri.contains("/chunked") {
+            var headers = HTTPHeaders()
+            headers.add(name: "transfer-encoding", value: "chunked")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "chun")))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ked")))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return
+        }
+        if uri.contains("/cache-public") {
+            answer(
+                status: .ok, body: "cacheable", extra: [("cache-control", "public, max-age=600"), ("cdn-cache-control", "max-age=600")],
+                context: context)
+            return
+        }
         if let range = uri.range(of: "/status/") {
             let code = Int(uri[range.upperBound...].prefix { $0.isNumber }) ?? 500
             answer(status: HTTPResponseStatus(statusCode: code), body: "status \(code)", context: context)
@@ -130,8 +200,8 @@ private final class UpstreamTestHandler: ChannelInboundHandler {
         answer(status: .ok, body: text, context: context)
     }
 
-    func answer(status: HTTPResponseStatus, body: String, context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
+    func answer(status: HTTPResponseStatus, body: String, extra: [(String, String)] = [], context: ChannelHandlerContext) {
+        var headers = HTTPHeaders(extra)
         headers.add(name: "content-length", value: String(body.utf8.count))
         headers.add(name: "content-type", value: "text/plain")
         headers.add(name: "x-upstream", value: "yes")
