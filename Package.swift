@@ -165,6 +165,8 @@ let package = Package(
             name: "TollgateStoreTests",
             dependencies: [
                 "TollgateCore", "TollgateSQLite", "TollgateRedis", "TollgateRESP", "TollgateTestSupport",
+                // To damage a store's file under it, as another process could.
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
