@@ -124,7 +124,7 @@ extension SQLiteKeyStore {
     /// Whether the path still names the file this store opened.
     private func checkFile() {
         guard let fileIdentity else { return }
-        let current = FileIdentity(path: configuration.path)
+        let current = FileStamp(path: configuration.path)?.identity
         let isDetached = current != fileIdentity
         if detached.exchange(isDetached, ordering: .relaxed) != isDetached {
             if isDetached {

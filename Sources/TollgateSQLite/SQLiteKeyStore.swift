@@ -64,7 +64,7 @@ public final class SQLiteKeyStore: KeyStore {
     /// Microseconds each commit and lookup batch takes longer, as on a slow disk; tests only.
     let slowDiskMicroseconds = Atomic<Int>(0)
     /// The device and inode of the file opened, to notice it being deleted or replaced.
-    let fileIdentity: FileIdentity?
+    let fileIdentity: FileStamp.Identity?
     let logger: Logger
     /// The last change `seq` when the store opened: the change feed starts there, so no
     /// change made while the server starts up is missed.
@@ -91,7 +91,7 @@ public final class SQLiteKeyStore: KeyStore {
             try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
             try SQLiteSchema.migrator.migrate(pool)
             changeFeedStart = try pool.read { db in try KeyRows.lastSeq(db) }
-            fileIdentity = FileIdentity(path: configuration.path)
+            fileIdentity = FileStamp(path: configuration.path)?.identity
         } catch {
             // The hint must fit the cause: a file that is not a database is not a permissions problem.
             let hint =
