@@ -49,6 +49,8 @@ let package = Package(
         .target(
             name: "TollgateRESP",
             dependencies: [
+                // SHA-1 names a Lua script the way Redis does (not for security).
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
