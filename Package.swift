@@ -49,6 +49,8 @@ let package = Package(
         .target(
             name: "TollgateRESP",
             dependencies: [
+                // SHA-1 names a Lua script the way Redis does (not for security).
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -124,12 +126,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Helpers every test target shares: a raw HTTP client on NIO, a server harness,
-        // and the path of the built binary. A library so that no test duplicates them.
+        // Helpers every test target shares: a raw HTTP client on NIO, a server harness (a live
+        // gateway over every store), polling, log capture, and the path of the built binary.
+        // A library so that no test duplicates them.
         .target(
             name: "TollgateTestSupport",
             dependencies: [
-                "TollgateCore", "TollgateHTTP", "TollgateRESP",
+                "TollgateCore", "TollgateHTTP", "TollgateRESP", "TollgateSQLite", "TollgateRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -165,6 +168,8 @@ let package = Package(
             name: "TollgateStoreTests",
             dependencies: [
                 "TollgateCore", "TollgateSQLite", "TollgateRedis", "TollgateRESP", "TollgateTestSupport",
+                // To damage a store's file under it, as another process could.
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -183,6 +188,20 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The control plane: the admin API in process (HummingbirdTesting) and live, on every store.
+        .testTarget(
+            name: "TollgateAdminTests",
+            dependencies: [
+                "TollgateCore", "TollgateSQLite", "TollgateRedis", "TollgateRESP", "TollgateAdmin", "TollgateTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ],

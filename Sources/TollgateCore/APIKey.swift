@@ -127,6 +127,16 @@ public struct APIKey: Sendable, Hashable {
         expiresAt.map { instant >= $0 } ?? false
     }
 
+    /// Why a request presenting the secret with `presented` digest at `instant` is refused
+    /// before its scope or quota is looked at, if it is: `keyRevoked` for a revoked key or a
+    /// retired secret (see ``refusesRetired(_:at:)``), ahead of `keyExpired`. Every store
+    /// decides it here, so that the two answers never differ between stores.
+    public func refusal(presenting presented: KeyDigest, at instant: Timestamp) -> AdmissionDecision.Outcome? {
+        if revokedAt != nil || refusesRetired(presented, at: instant) { return .keyRevoked }
+        if isExpired(at: instant) { return .keyExpired }
+        return nil
+    }
+
     /// The RateLimit policy name of each limit, made unique within the key so that two
     /// limits of the same scope and period stay apart in the header fields.
     public var policyNames: [String] {

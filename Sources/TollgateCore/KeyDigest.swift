@@ -2,8 +2,8 @@ import Crypto
 
 /// The SHA-256 digest of a secret key: the only form in which a key is stored or indexed.
 ///
-/// Held as four words so that hashing and comparing it in the hot path's dictionary costs
-/// no allocation.
+/// Held as four words so that hashing and comparing it in the hot path's index (see
+/// ``KeyCache``) costs no allocation.
 public struct KeyDigest: Sendable, Hashable, CustomStringConvertible {
     public var words: (UInt64, UInt64, UInt64, UInt64)
 

@@ -129,13 +129,9 @@ public final class KeyState: CachedKey {
     /// Decides a request and, when it is admitted, takes one unit from every counter that
     /// applies: all or nothing, since the caller holds the ledger's lock throughout.
     func decide(_ request: AdmissionRequest) -> AdmissionDecision {
-        if key.revokedAt != nil || key.refusesRetired(request.digest, at: request.now) {
-            count(.keyRevoked, api: request.api)
-            return AdmissionDecision(outcome: .keyRevoked, keyID: key.id)
-        }
-        if key.isExpired(at: request.now) {
-            count(.keyExpired, api: request.api)
-            return AdmissionDecision(outcome: .keyExpired, keyID: key.id)
+        if let refusal = key.refusal(presenting: request.digest, at: request.now) {
+            count(refusal, api: request.api)
+            return AdmissionDecision(outcome: refusal, keyID: key.id)
         }
         let cached = policy.plan(for: request.path, key: key)
         let plan = cached.plan
@@ -232,7 +228,7 @@ public final class KeyState: CachedKey {
         if counters[slot].windowStart == windowStart, counters[slot].used > 0 { counters[slot].used -= 1 }
     }
 
-    /// As ``applyWrittenGiveBack(slot:windowStart:)``, for the API's admitted count.
+    /// As ``applyWrittenGiveBack(counter:windowStart:)``, for the API's admitted count.
     package func applyWrittenGiveBack(api: String) {
         guard let index = apis.firstIndex(where: { $0.api == api }) else { return }
         if let written, written.apis[index].admitted > 0 { written.apis[index].admitted -= 1 }

@@ -28,7 +28,9 @@ public protocol KeyStore: Service {
     ///
     /// Called on the request's event loop; must not block it. The data plane passes no
     /// `promise` and does not wait; one passed is completed with whether anything was given
-    /// back (in memory: for SQLite, the file follows with the next batch).
+    /// back. A store with a file (SQLite) writes the give-back first, with its next batch,
+    /// and takes it off the counts in memory after, as far as the file took it: memory never
+    /// nets against units the file still counts.
     func giveBack(_ request: AdmissionRequest, decision: AdmissionDecision, promise: EventLoopPromise<Bool>?)
 
     /// Whether the store can serve requests now, for `/readyz`.

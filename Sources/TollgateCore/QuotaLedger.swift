@@ -283,15 +283,3 @@ public final class QuotaLedger<Journal: UsageJournal>: Sendable {
         state.withLock { state in state.cache.entries.map(\.key) }.sorted { $0.id < $1.id }
     }
 }
-
-extension Array {
-    /// Removes and returns the leading elements that satisfy `predicate`: the requests
-    /// of a FIFO that have waited too long.
-    public mutating func removePrefix(while predicate: (Element) -> Bool) -> ArraySlice<Element> {
-        let count = prefix(while: predicate).count
-        guard count > 0 else { return [] }
-        let removed = self[..<count]
-        removeFirst(count)
-        return removed
-    }
-}

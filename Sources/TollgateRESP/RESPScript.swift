@@ -1,3 +1,5 @@
+import Crypto
+
 /// A Lua script identified by the SHA-1 of its source, computed locally.
 ///
 /// Knowing the hash up front lets every call send the short EVALSHA and only send the
@@ -11,7 +13,10 @@ public struct RESPScript: Sendable, Hashable {
     /// Hashes `source` once, here, so calls never pay for it.
     public init(_ source: String) {
         self.source = source
-        self.sha1 = SHA1.hexDigest(Array(source.utf8))
+        self.sha1 = Insecure.SHA1.hash(data: Array(source.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 0x10 ? "0" + hex : hex
+        }.joined()
     }
 
     func evalSHACommand(keys: [RESPArgument], args: [RESPArgument]) -> RESPCommand {

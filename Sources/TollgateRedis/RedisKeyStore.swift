@@ -199,9 +199,7 @@ public final class RedisKeyStore: KeyStore {
     }
 
     private func decide(_ request: AdmissionRequest, key: APIKey, plan: RedisPlan, promise: EventLoopPromise<AdmissionDecision>) {
-        let revoked = key.revokedAt != nil || key.refusesRetired(request.digest, at: request.now)
-        if revoked || key.isExpired(at: request.now) {
-            let outcome: AdmissionDecision.Outcome = revoked ? .keyRevoked : .keyExpired
+        if let outcome = key.refusal(presenting: request.digest, at: request.now) {
             // Counted without waiting: the answer does not depend on it.
             _ = client.send(RESPCommand("HINCRBY", .string(plan.keys[0]), .string("\(outcome.rawValue):\(request.api)"), 1))
             promise.succeed(AdmissionDecision(outcome: outcome, keyID: key.id))

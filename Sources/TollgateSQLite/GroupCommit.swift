@@ -9,7 +9,7 @@ import TollgateCore
 /// with ``QuotaLedger/takeBatch()``, commits it in one transaction, and reports back: every
 /// request that arrived during a commit shares the next one (group commit).
 struct GroupCommit: UsageJournal {
-    struct Waiter {
+    struct Waiter: Waiting {
         var promise: EventLoopPromise<AdmissionDecision>
         var decision: AdmissionDecision
         /// What was decided, so that the units can be given back if the request is not served.
@@ -22,18 +22,13 @@ struct GroupCommit: UsageJournal {
 
     /// Keys with counts not yet in a batch.
     var dirty: [KeyState] = []
-    /// Admitted requests waiting for the next batch.
-    var waiters: [Waiter] = []
-    /// Admitted requests of the batch being committed, and when that commit started.
-    var committing: [Waiter] = []
-    var committingSince: NIODeadline?
-    /// The batch in flight and what it writes, kept until its commit ends (even once its
-    /// requests were answered `503`), so that a failed write counts as unwritten again.
-    var committingNumber: Int64 = 0
+    /// Admitted requests waiting for their commit: those of the next batch, and those of the
+    /// batch being committed (its number is the number of batches handed to the writer).
+    var commits = BatchQueue<Waiter>()
+    /// What the batch in flight writes, kept until its commit ends (even once its requests
+    /// were answered `503`), so that a failed write counts as unwritten again.
     var committingIncrements: [(KeyState, UsageIncrement)] = []
-    var isFlushing = false
-    /// Batches handed to the writer, and the last one it finished.
-    var batchesTaken: Int64 = 0
+    /// The last batch the writer finished.
     var batchesFinished: Int64 = 0
 
     init() {}
@@ -47,11 +42,8 @@ struct GroupCommit: UsageJournal {
         // A refusal's count may wait for the next commit or the store's periodic flush: a
         // flood of refused requests then costs no writes of its own.
         guard decision.outcome == .admitted else { return nil }
-        let flush = !isFlushing
-        isFlushing = true
-        waiters.append(
+        return commits.append(
             Waiter(promise: promise, decision: decision, request: request, key: key, generation: key.generation, enqueuedAt: .now()))
-        return flush
     }
 
     /// A key may leave memory once nothing it counted is still to be written.
@@ -77,9 +69,7 @@ struct GroupCommit: UsageJournal {
         giveBacks.append(PendingGiveBack(key: key, write: write, promise: promise))
         // Dirty, so that the key stays in memory until the batch carrying this is written.
         markDirty(key)
-        let flush = !isFlushing
-        isFlushing = true
-        return .queued(flush: flush)
+        return .queued(flush: commits.wake())
     }
 
     mutating func markDirty(_ key: KeyState) {
@@ -89,13 +79,21 @@ struct GroupCommit: UsageJournal {
         }
     }
 
-    /// The waiters of batch `number` if it is the one in flight and not yet answered.
-    mutating func takeCommitting(_ number: Int64) -> [Waiter] {
-        guard committingNumber == number else { return [] }
-        committingSince = nil
-        let waiters = committing
-        committing = []
-        return waiters
+    /// What every dirty key counted since its last batch, for batch `number`, kept as what
+    /// the batch in flight writes.
+    mutating func takeIncrements(inBatch number: Int64) -> [UsageIncrement] {
+        committingIncrements.removeAll(keepingCapacity: true)
+        var increments: [UsageIncrement] = []
+        increments.reserveCapacity(dirty.count)
+        for key in dirty {
+            key.markTaken(inBatch: number)
+            let increment = key.takeIncrement()
+            guard !increment.isEmpty else { continue }
+            increments.append(increment)
+            committingIncrements.append((key, increment))
+        }
+        dirty.removeAll(keepingCapacity: true)
+        return increments
     }
 
     /// Gives back the units an admitted request took, for a request that is answered `503`.
@@ -153,40 +151,25 @@ extension QuotaLedger where Journal == GroupCommit {
     /// arriving during a commit share the next one.
     func takeBatch() -> CommitBatch? {
         withState { _, journal -> CommitBatch? in
-            guard !journal.dirty.isEmpty || !journal.waiters.isEmpty || !journal.giveBacks.isEmpty else {
-                journal.isFlushing = false
+            guard !journal.dirty.isEmpty || !journal.commits.pending.isEmpty || !journal.giveBacks.isEmpty else {
+                journal.commits.stop()
                 return nil
             }
-            journal.isFlushing = true
-            journal.batchesTaken += 1
-            let number = journal.batchesTaken
-            journal.committingIncrements.removeAll(keepingCapacity: true)
-            var increments: [UsageIncrement] = []
-            increments.reserveCapacity(journal.dirty.count)
-            for key in journal.dirty {
-                key.markTaken(inBatch: number)
-                let increment = key.takeIncrement()
-                guard !increment.isEmpty else { continue }
-                increments.append(increment)
-                journal.committingIncrements.append((key, increment))
-            }
-            journal.dirty.removeAll(keepingCapacity: true)
+            let increments = journal.takeIncrements(inBatch: journal.commits.nextNumber)
+            // The commit starts once its increments are taken.
+            let number = journal.commits.startBatch(at: .now())
             // Swap rather than copy, so that neither array is reallocated per batch.
-            swap(&journal.committing, &journal.waiters)
-            journal.waiters.removeAll(keepingCapacity: true)
-            journal.committingNumber = number
-            journal.committingSince = .now()
             swap(&journal.committingGiveBacks, &journal.giveBacks)
             journal.giveBacks.removeAll(keepingCapacity: true)
             return CommitBatch(
                 increments: increments, giveBacks: journal.committingGiveBacks.map(\.write), number: number,
-                waiterCount: journal.committing.count)
+                waiterCount: journal.commits.inFlight.count)
         }
     }
 
     /// The writer stopped early (after a failure): the next admitted request starts it again.
     func flushStopped() {
-        withState { _, journal in journal.isFlushing = false }
+        withState { _, journal in journal.commits.stop() }
     }
 
     /// The writer committed `batch`: its requests are answered with their decisions, and
@@ -196,7 +179,7 @@ extension QuotaLedger where Journal == GroupCommit {
         let (answers, gave) = withState { _, journal -> (PendingAnswers, [(EventLoopPromise<Bool>?, Bool)]) in
             journal.batchesFinished = max(journal.batchesFinished, batch.number)
             var gave: [(EventLoopPromise<Bool>?, Bool)] = []
-            if journal.committingNumber == batch.number {
+            if journal.commits.number == batch.number {
                 journal.committingIncrements.removeAll(keepingCapacity: true)
                 for (giveBack, outcome) in zip(journal.committingGiveBacks, givenBack) {
                     // The file's guard was the usage epoch; memory follows the same rule (a
@@ -213,7 +196,7 @@ extension QuotaLedger where Journal == GroupCommit {
                 journal.committingGiveBacks.removeAll(keepingCapacity: true)
             }
             var answers = PendingAnswers()
-            for waiter in journal.takeCommitting(batch.number) { answers.add(waiter.promise, waiter.decision) }
+            for waiter in journal.commits.finish(batch.number) { answers.add(waiter.promise, waiter.decision) }
             return (answers, gave)
         }
         answers.send()
@@ -226,7 +209,7 @@ extension QuotaLedger where Journal == GroupCommit {
         let (answers, dropped) = withState { _, journal -> (PendingAnswers, [EventLoopPromise<Bool>?]) in
             journal.batchesFinished = max(journal.batchesFinished, batch.number)
             var dropped: [EventLoopPromise<Bool>?] = []
-            if journal.committingNumber == batch.number {
+            if journal.commits.number == batch.number {
                 for (key, increment) in journal.committingIncrements {
                     key.restore(increment)
                     journal.markDirty(key)
@@ -236,7 +219,7 @@ extension QuotaLedger where Journal == GroupCommit {
                 dropped = journal.committingGiveBacks.map(\.promise)
                 journal.committingGiveBacks.removeAll(keepingCapacity: true)
             }
-            return (journal.refuse(journal.takeCommitting(batch.number)), dropped)
+            return (journal.refuse(journal.commits.finish(batch.number)), dropped)
         }
         answers.send()
         for promise in dropped { promise?.succeed(false) }
@@ -255,15 +238,8 @@ extension QuotaLedger where Journal == GroupCommit {
     @discardableResult
     func expireWaiters(olderThan bound: TimeAmount, now: NIODeadline = .now()) -> Bool {
         let (answers, stalled) = withState { _, journal -> (PendingAnswers, Bool) in
-            var expired: [GroupCommit.Waiter] = []
-            var stalled = false
-            if let since = journal.committingSince, since + bound <= now {
-                stalled = true
-                expired = journal.takeCommitting(journal.committingNumber)
-            }
-            let late = journal.waiters.removePrefix { $0.enqueuedAt + bound <= now }
-            expired += late
-            return (journal.refuse(expired), stalled || !late.isEmpty)
+            let (expired, stalled) = journal.commits.expire(olderThan: bound, now: now)
+            return (journal.refuse(expired), stalled)
         }
         answers.send()
         return stalled

@@ -24,7 +24,7 @@ extension SQLiteKeyStore {
                 try db.execute(sql: "PRAGMA cache_size = \(Self.importCacheSize)")
                 defer { try? db.execute(sql: "PRAGMA cache_size = \(previousCacheSize)") }
 
-                var seq = try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(seq), 0) FROM keys") ?? 0
+                var seq = try KeyRows.lastSeq(db)
                 let statement = try db.makeStatement(
                     sql: "INSERT OR IGNORE INTO keys (\(SQLiteSchema.insertColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
                 let handle = statement.sqliteStatement

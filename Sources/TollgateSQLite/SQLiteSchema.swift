@@ -100,19 +100,6 @@ enum SQLiteSchema {
         )
     }
 
-    static func arguments(for key: APIKey) -> StatementArguments {
-        [
-            key.id.rawValue,
-            Data(key.digest.bytes),
-            key.name,
-            key.scopes.storedText,
-            key.limits.storedText,
-            key.createdAt.millisecondsSinceEpoch,
-            key.expiresAt?.millisecondsSinceEpoch,
-            key.revokedAt?.millisecondsSinceEpoch,
-        ]
-    }
-
     /// Written by the health probe: a write that changes nothing but proves commits work.
     static let userVersion = 1
 

@@ -10,8 +10,9 @@ import TollgateCore
 
 /// An advisory lock that lets one serving process own a SQLite store's usage.
 ///
-/// The serving process counts in memory and writes absolute values, so a second server on
-/// the same file would overwrite the first one's counts: it must be refused, not tolerated.
+/// The serving process decides in memory, from the counts it holds, and writes increments:
+/// a second server on the same file would decide from counts that miss the first one's,
+/// and the two would admit more than a quota allows. It must be refused, not tolerated.
 /// The lock is an `flock` on the database file itself, so every name for the file (a hard
 /// link, a symlink, another spelling) finds the same lock, and there is no lock file to
 /// delete. SQLite's own locks are `fcntl` locks, which `flock` does not touch on Linux.

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TollgateCore
 import TollgateHTTP
 import UnixSignals
 
@@ -142,28 +143,5 @@ final class RouteReloader: Service, Sendable {
     }
 }
 
-/// What tells one version of a file from another without reading it: which file the path
-/// names, when it was last written, and its size.
-struct RouteFileStamp: Hashable, Sendable {
-    var device: UInt64
-    var inode: UInt64
-    var modifiedSeconds: Int64
-    var modifiedNanoseconds: Int64
-    var size: Int64
-
-    /// `nil` when nothing is at `path`.
-    init?(path: String) {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        device = UInt64(info.st_dev)
-        inode = UInt64(info.st_ino)
-        #if canImport(Darwin)
-            modifiedSeconds = Int64(info.st_mtimespec.tv_sec)
-            modifiedNanoseconds = Int64(info.st_mtimespec.tv_nsec)
-        #else
-            modifiedSeconds = Int64(info.st_mtim.tv_sec)
-            modifiedNanoseconds = Int64(info.st_mtim.tv_nsec)
-        #endif
-        size = Int64(info.st_size)
-    }
-}
+/// What tells one version of the route file from another without reading it.
+typealias RouteFileStamp = FileStamp

@@ -19,17 +19,6 @@ import TollgateTestSupport
         try await cli.createKey(extra)
     }
 
-    /// Polls `condition` for up to `seconds`: what a running server takes from the store
-    /// arrives through its change feed, within a second.
-    func eventually(within seconds: Int = 3, _ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return try await condition()
-    }
-
     @Test func updateChangesWhatIsGivenAndKeepsTheRest() async throws {
         let (id, key) = try await createKey(["--name", "a", "--scope", "api1", "--limit", "api1:10/minute", "--expires", "30d"])
         let updated = try await tollgate([
@@ -95,7 +84,10 @@ import TollgateTestSupport
         #expect(object["id"] as? String == id)
         #expect(object["previous_key_expires_at"] is String)
 
-        #expect(try await eventually { try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", new)]).status == 200 })
+        #expect(
+            try await eventually(timeout: .seconds(3)) {
+                try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", new)]).status == 200
+            })
         let refused = try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", old)])
         #expect(refused.status == 401)
         #expect(refused.problemCode == "key_revoked")
@@ -148,7 +140,10 @@ import TollgateTestSupport
         let reset = try await tollgate(["usage", "reset", id, "--store", store])
         #expect(reset.status == 0, "\(reset.stderr)")
         #expect(reset.stdout.contains(id))
-        #expect(try await eventually { try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 200 })
+        #expect(
+            try await eventually(timeout: .seconds(3)) {
+                try await httpRequest(port: server.port, .GET, "/api1", headers: [("token", key)]).status == 200
+            })
         #expect(await server.stop() == 0)
         let missing = try await tollgate(["usage", "reset", "key_missing", "--store", store])
         #expect(missing.status == 1)

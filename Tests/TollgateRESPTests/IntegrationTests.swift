@@ -1,5 +1,4 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Testing
@@ -94,8 +93,8 @@ struct IntegrationTests {
         #expect(try await client.execute(RESPCommand("PING")) == .simpleString("PONG"))
         await client.close()
 
-        let lines = NIOLockedValueBox<[String]>([])
-        let logger = Logger(label: "capture") { _ in CapturingLogHandler(lines: lines) }
+        let logs = LogCapture()
+        let logger = logs.logger
         var wrong = server.configuration
         wrong.password = "Wr0ng-Secret-Value"
         do {
@@ -109,8 +108,8 @@ struct IntegrationTests {
         let pool = try RESPClient(configuration: wrong, logger: logger)
         await #expect(throws: RESPError.self) { try await pool.connect() }
         await pool.close()
-        #expect(!lines.withLockedValue { $0 }.isEmpty)
-        #expect(lines.withLockedValue { $0 }.allSatisfy { !$0.contains("Wr0ng-Secret-Value") })
+        #expect(!logs.all.isEmpty)
+        #expect(logs.all.allSatisfy { !$0.contains("Wr0ng-Secret-Value") })
 
         // No password at all: the handshake PING gets NOAUTH.
         await #expect(throws: RESPError.self) {
@@ -333,8 +332,8 @@ struct IntegrationTests {
     @Test func aclLoginLogsNoSecretEvenAtTraceLevel() async throws {
         let server = try await RedisServer(arguments: ["--user", "bob", "on", ">bob-Secret-9", "~*", "&*", "+@all"])
         defer { server.stop() }
-        let lines = NIOLockedValueBox<[String]>([])
-        let logger = Logger(label: "capture") { _ in CapturingLogHandler(lines: lines) }
+        let logs = LogCapture()
+        let logger = logs.logger
         var config = server.configuration
         config.username = "bob"
         config.password = "bob-Secret-9"
@@ -346,7 +345,7 @@ struct IntegrationTests {
         try await server.restart()
         #expect(await eventually { (try? await client.execute(RESPCommand("PING"))) == .simpleString("PONG") })
         await client.close()
-        let logged = lines.withLockedValue { $0 }
+        let logged = logs.all
         #expect(!logged.isEmpty)
         #expect(logged.allSatisfy { !$0.contains("bob-Secret-9") })
     }

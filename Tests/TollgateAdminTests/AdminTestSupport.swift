@@ -4,7 +4,6 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
-import Synchronization
 import Testing
 import TollgateAdmin
 import TollgateCore
@@ -21,41 +20,6 @@ func adminHeaders(_ token: String = adminToken, json: Bool = false) -> HTTPField
     var fields: HTTPFields = [.authorization: "Bearer \(token)"]
     if json { fields[.contentType] = "application/json" }
     return fields
-}
-
-/// Log lines captured in memory, so tests can check what the admin API logs (and that no
-/// secret is among it) without bootstrapping logging.
-final class LogCapture: Sendable {
-    private let lines = Mutex<[String]>([])
-
-    var all: [String] { lines.withLock { $0 } }
-    var text: String { all.joined(separator: "\n") }
-
-    var logger: Logger {
-        Logger(label: "tollgate.admin.test", factory: { _ in CapturingHandler(capture: self) })
-    }
-
-    fileprivate func append(_ line: String) { lines.withLock { $0.append(line) } }
-}
-
-private struct CapturingHandler: LogHandler {
-    let capture: LogCapture
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String,
-        line: UInt
-    ) {
-        let merged = self.metadata.merging(metadata ?? [:]) { $1 }
-        let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        capture.append("\(level) \(message) \(fields)")
-    }
 }
 
 /// An admin app over `store` with the test token, logging into `logs`.
