@@ -49,16 +49,6 @@ import TollgateTestSupport
         return try await store.usage(id: id)?.apis.values.reduce(0) { $0 + $1.admitted } ?? 0
     }
 
-    /// Waits up to 10 s (a loaded machine) for `condition`.
-    func eventually(_ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return try await condition()
-    }
-
     @Test func aClientsForwardingFieldsAreReplacedUnlessItsPeerIsTrusted() async throws {
         let fields = [
             ("token", "k"), ("X-Forwarded-For", "1.2.3.4"), ("X-Real-IP", "1.2.3.4"), ("Forwarded", "for=1.2.3.4"),
@@ -109,7 +99,7 @@ import TollgateTestSupport
             #expect(response.hasPrefix("HTTP/1.1 400") && response.contains("bad_request"), "\(response)")
             #expect(response.lowercased().contains("connection: close"))
             // (The upstream connection may not have been open yet: then it never saw the head.)
-            #expect(try await eventually { upstream.waiting == 0 }, "the upstream connection that had the request was closed")
+            #expect(try await eventually(timeout: .seconds(10)) { upstream.waiting == 0 }, "the upstream connection that had the request was closed")
             #expect(upstream.ended == 0, "the upstream never saw the request end")
             // The next request opens a fresh upstream connection and is served.
             #expect(try await httpRequest(port: port, .GET, "/v1/orders/2", headers: [("token", "k")]).status == 200)
