@@ -23,7 +23,12 @@ public enum KeySecret {
     /// Whether `secret` may be a key: any operator-chosen text passes, but a `tg_` secret
     /// must have the generated length and a matching checksum.
     public static func isPlausible(_ secret: String) -> Bool {
-        let utf8 = secret.utf8
+        var secret = secret
+        return secret.withUTF8 { isPlausible(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// ``isPlausible(_:)`` on the secret's bytes, as the data plane reads them from a request.
+    public static func isPlausible(bytes utf8: UnsafeRawBufferPointer) -> Bool {
         guard utf8.starts(with: marker.utf8) else { return !utf8.isEmpty }
         guard utf8.count == length else { return false }
         let split = utf8.index(utf8.startIndex, offsetBy: length - checksumLength)

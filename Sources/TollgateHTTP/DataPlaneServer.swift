@@ -1,7 +1,6 @@
 import Logging
 import NIOCore
 import NIOExtras
-import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import TollgateCore
@@ -70,19 +69,9 @@ public struct DataPlaneServer<Store: KeyStore, Clock: WallClock>: Service {
         try await drained.futureResult.get()
     }
 
-    /// Adds the HTTP/1.1 codec, pipelining order, header limits and the gateway's handler.
+    /// The gateway's one handler per connection: it parses, orders and answers itself
+    /// (``GatewayConnection``), with no HTTP codec or pipelining handler before it.
     static func configure(_ pipeline: ChannelPipeline.SynchronousOperations, shared: DataPlaneShared<Store, Clock>) throws {
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderListSize = shared.configuration.maxHeaderBytes
-        limits.maxHeaderFieldSize = shared.configuration.maxHeaderBytes
-        limits.maxHeaderFieldCount = 100
-        // The pieces of `configureHTTPServerPipeline`, without pairing the decoder to the
-        // encoder: paired, the encoder strips the body (and its length) from every answer to
-        // a CONNECT request, refusals included, and the client cannot tell where it ends.
-        // HEAD bodies are left out by the handler itself.
-        try pipeline.addHandler(HTTPResponseEncoder(configuration: .init()))
-        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
-        try pipeline.addHandler(HTTPServerPipelineHandler())
-        try pipeline.addHandler(DataPlaneHandler(shared: shared))
+        try pipeline.addHandler(GatewayConnection(shared: shared))
     }
 }

@@ -173,18 +173,18 @@ public struct RouteTable: Sendable {
     /// Peers whose forwarding fields (`X-Forwarded-For`, `Forwarded`, ...) are believed and
     /// passed on; from any other peer they are replaced by what the gateway sees.
     public let trustedProxies: [IPNetwork]
-    /// The prebuilt bodies of fixed answers, by route name.
-    let fixedBodies: [String: ByteBuffer]
+    /// The prebuilt fixed answers, by route name.
+    let fixedAnswers: [String: PrebuiltAnswer]
 
     public init(routes: [Route], forwardAuthPath: String? = "auth", trustedProxies: [IPNetwork] = []) {
         self.routes = routes.sorted { $0.prefix.utf8.count > $1.prefix.utf8.count }
         self.forwardAuthPath = forwardAuthPath
         self.trustedProxies = trustedProxies
-        var bodies: [String: ByteBuffer] = [:]
+        var answers: [String: PrebuiltAnswer] = [:]
         for route in routes {
-            if case .fixed(let answer) = route.action { bodies[route.name] = ByteBuffer(string: answer.body) }
+            if case .fixed(let answer) = route.action { answers[route.name] = PrebuiltAnswer(fixed: answer) }
         }
-        self.fixedBodies = bodies
+        self.fixedAnswers = answers
     }
 
     /// Today's routes: `api1`..`api3`, forward-auth at `/auth`.

@@ -99,7 +99,9 @@ import TollgateTestSupport
             #expect(response.hasPrefix("HTTP/1.1 400") && response.contains("bad_request"), "\(response)")
             #expect(response.lowercased().contains("connection: close"))
             // (The upstream connection may not have been open yet: then it never saw the head.)
-            #expect(try await eventually(timeout: .seconds(10)) { upstream.waiting == 0 }, "the upstream connection that had the request was closed")
+            #expect(
+                try await eventually(timeout: .seconds(10)) { upstream.waiting == 0 },
+                "the upstream connection that had the request was closed")
             #expect(upstream.ended == 0, "the upstream never saw the request end")
             // The next request opens a fresh upstream connection and is served.
             #expect(try await httpRequest(port: port, .GET, "/v1/orders/2", headers: [("token", "k")]).status == 200)

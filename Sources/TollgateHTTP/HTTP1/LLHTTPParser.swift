@@ -85,9 +85,10 @@ final class LLHTTPParser {
     /// message, of the input, or an error; ``takeHead()`` then tells whether a head was
     /// completed, and ``bodySpans`` holds the body data found.
     ///
-    /// A request stops after its head, so that what follows (its body, the next request) is
-    /// parsed only when the connection wants it. A response does not (it cannot pause and
-    /// skip its body at once): its head and body come from the same call.
+    /// A request with a body stops after its head, so that its body is parsed only when the
+    /// connection wants it; every message stops after its end. A response does not stop
+    /// after its head (it cannot pause and skip its body at once): its head and body come
+    /// from the same call.
     func execute(_ buffer: ByteBuffer) -> (consumed: Int, stop: ParseStop) {
         bodySpans.removeAll(keepingCapacity: true)
         if let failure { return (0, .failed(failure)) }
@@ -246,7 +247,9 @@ final class LLHTTPParser {
         switch kind {
         case .request:
             head.method = HTTPMethodTable.method(Int(parser.pointee.method))
-            return CInt(HPE_PAUSED.rawValue)
+            // A request without a body goes on to its end in the same call; one with a body
+            // stops here, so that its body is parsed only when the connection wants it.
+            return head.hasBody ? CInt(HPE_PAUSED.rawValue) : 0
         case .response:
             let status = Int(parser.pointee.status_code)
             head.status = status

@@ -109,6 +109,43 @@ struct MessageHead {
         fields.reduce(0) { $0 + (name(of: $1, is: lowercaseName) ? 1 : 0) }
     }
 
+    /// Whether `span` starts with `lowercasePrefix`, ignoring ASCII case.
+    func hasPrefix(_ span: Range<Int>, _ lowercasePrefix: StaticString) -> Bool {
+        guard span.count >= lowercasePrefix.utf8CodeUnitCount else { return false }
+        return equalsIgnoringCase(span.lowerBound..<(span.lowerBound + lowercasePrefix.utf8CodeUnitCount), lowercasePrefix)
+    }
+
+    /// Whether `span` is `lowercaseText`, ignoring ASCII case (for tokens and such values as
+    /// `100-continue`, `keep-alive`).
+    func equalsIgnoringCase(_ span: Range<Int>, _ lowercaseText: StaticString) -> Bool {
+        guard span.count == lowercaseText.utf8CodeUnitCount else { return false }
+        return bytes.withUnsafeReadableBytes { raw in
+            let lower = UnsafeRawBufferPointer(start: lowercaseText.utf8Start, count: lowercaseText.utf8CodeUnitCount)
+            for (index, byte) in raw[span].enumerated() where byte | 0x20 != lower[index] | 0x20 { return false }
+            return true
+        }
+    }
+
+    /// Whether `span` holds `byte`.
+    func contains(_ span: Range<Int>, _ byte: UInt8) -> Bool {
+        bytes.withUnsafeReadableBytes { $0[span].contains(byte) }
+    }
+
+    /// Writes the bytes of `span`.
+    func write(_ span: Range<Int>, to out: inout ByteBuffer) {
+        bytes.withUnsafeReadableBytes { out.writeBytes(UnsafeRawBufferPointer(rebasing: $0[span])) }
+    }
+
+    /// Writes `name: value\r\n` for `field`, its bytes as they came.
+    func writeField(_ field: Field, to out: inout ByteBuffer) {
+        bytes.withUnsafeReadableBytes { raw in
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.name]))
+            out.writeStaticString(": ")
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
+            out.writeStaticString("\r\n")
+        }
+    }
+
     /// The fields as `HTTPHeaders`, for code that wants them so (forward-auth, tests).
     var headers: HTTPHeaders {
         HTTPHeaders(fields.map { (string($0.name), string(trimmed($0.value))) })

@@ -1,39 +1,98 @@
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import Synchronization
 
 /// What an upstream connection tells the request it serves, on the event loop that both the
 /// inbound connection and this one run on.
 protocol UpstreamDelegate: AnyObject {
-    func upstreamReceived(_ part: HTTPClientResponsePart)
-    /// The end of a read burst: what was passed on is flushed once, not part by part.
+    /// The answer's head (a `1xx` head is an interim answer, a final one follows).
+    func upstreamHead(_ head: MessageHead)
+    /// Body data of the answer: slices of `buffer` at `spans` (its chunk framing removed).
+    func upstreamBody(_ buffer: ByteBuffer, spans: [Range<Int>])
+    func upstreamEnd()
+    /// The end of a read burst: what was passed on is flushed once, not piece by piece.
     func upstreamReadComplete()
     func upstreamWritabilityChanged(_ isWritable: Bool)
+    /// The connection closed or failed before the answer ended; `error` is `nil` for a
+    /// plain close, a ``HTTPParseFailure`` for an answer that is no valid HTTP/1.1.
     func upstreamClosed(error: (any Error)?)
 }
 
-/// The last handler of an upstream connection: hands response parts to the request it
-/// serves, and holds reads while that request's client cannot take more (backpressure).
+/// The one handler of an upstream connection: parses answers with llhttp and hands their
+/// parts to the request it serves, and holds reads while that request's client cannot take
+/// more (backpressure). Requests go out as bytes the gateway wrote (``ProxyHeaders``).
 final class UpstreamHandler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     weak var delegate: (any UpstreamDelegate)?
     /// Called once when the connection closes, so the pool forgets it.
     var onClose: (() -> Void)?
+    let parser: LLHTTPParser
+    /// Whether bytes of an answer arrived since the connection was last given a request:
+    /// a request that failed on it is sent again only if none did.
+    var sawAnswerBytes = false
+    /// Whether the upstream sent bytes after an answer's end: such a connection is not
+    /// given another request.
+    private(set) var sentTooMuch = false
     private var holdReads = false
     private var readPending = false
     private var context: ChannelHandlerContext?
+    /// Bytes of an answer not yet parsed (the parser stops after each message).
+    private var input = ByteBuffer()
+
+    init(maximumHeadBytes: Int) {
+        parser = LLHTTPParser(kind: .response, maximumHeadBytes: maximumHeadBytes, maximumFields: 1000)
+    }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
+    /// A request is about to go out: note whether its answer can have a body.
+    func expectAnswer(toHEAD: Bool) {
+        sawAnswerBytes = false
+        parser.answersHEAD = toHEAD
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        delegate?.upstreamReceived(unwrapInboundIn(data))
+        var buffer = unwrapInboundIn(data)
+        sawAnswerBytes = true
+        if input.readableBytes == 0 {
+            input = buffer
+        } else {
+            input.writeBuffer(&buffer)
+        }
+        parse()
+    }
+
+    private func parse() {
+        while let delegate, input.readableBytes > 0 {
+            let (consumed, stop) = parser.execute(input)
+            if parser.takeHead() { delegate.upstreamHead(parser.head) }
+            if !parser.bodySpans.isEmpty { delegate.upstreamBody(input, spans: parser.bodySpans) }
+            input.moveReaderIndex(forwardBy: consumed)
+            switch stop {
+            case .endOfInput, .head:
+                continue
+            case .message, .upgrade:
+                // An interim (1xx) answer: its final answer follows on.
+                if parser.head.status >= 100 && parser.head.status < 200 { continue }
+                // One answer per request: anything after it is not for the request served.
+                if input.readableBytes > 0 { sentTooMuch = true }
+                input = ByteBuffer()
+                delegate.upstreamEnd()
+                return
+            case .failed(let failure):
+                self.delegate = nil
+                delegate.upstreamClosed(error: failure)
+                context?.close(promise: nil)
+                return
+            }
+        }
+        if input.readableBytes == 0 { input = ByteBuffer() }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -70,7 +129,15 @@ final class UpstreamHandler: ChannelDuplexHandler {
         self.delegate = nil
         onClose?()
         onClose = nil
-        delegate?.upstreamClosed(error: nil)
+        if let delegate {
+            // An answer delimited by the close ends here; anything else was cut short.
+            switch parser.finish() {
+            case .message: delegate.upstreamEnd()
+            case .endOfInput: delegate.upstreamClosed(error: nil)
+            case .failed(let failure): delegate.upstreamClosed(error: failure)
+            case .head, .upgrade: delegate.upstreamClosed(error: nil)
+            }
+        }
         context.fireChannelInactive()
     }
 
@@ -82,33 +149,17 @@ final class UpstreamHandler: ChannelDuplexHandler {
     }
 }
 
-/// The first handler of an upstream connection: notes whether any byte of an answer came,
-/// which decides whether a request that failed on it may be sent again.
-final class UpstreamBytesSeen: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-
-    /// Whether bytes arrived since the connection was last given a request.
-    var seen = false
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        seen = true
-        context.fireChannelRead(data)
-    }
-}
-
 /// One connection to an upstream, with the handler that speaks for it.
 final class UpstreamConnection {
     let channel: any Channel
     let handler: UpstreamHandler
-    let bytesSeen: UpstreamBytesSeen
     /// Requests given this connection so far; above 1, it came from the pool, and the
     /// upstream may have closed it while it idled.
     var uses = 0
 
-    init(channel: any Channel, handler: UpstreamHandler, bytesSeen: UpstreamBytesSeen) {
+    init(channel: any Channel, handler: UpstreamHandler) {
         self.channel = channel
         self.handler = handler
-        self.bytesSeen = bytesSeen
     }
 
     /// Whether a request that failed on this connection may be sent once more on a new one:
@@ -116,7 +167,7 @@ final class UpstreamConnection {
     /// idled) and not one byte of an answer arrived (so the upstream never took it up), as
     /// nginx's `proxy_next_upstream error` and HAProxy's `retry-on conn-failure` do. A
     /// malformed or oversized answer is never a reason to send a request again.
-    var mayRetry: Bool { uses > 1 && !bytesSeen.seen }
+    var mayRetry: Bool { uses > 1 && !handler.sawAnswerBytes }
 }
 
 /// Idle keep-alive connections to upstreams, for one event loop. Connections are opened on
@@ -146,10 +197,8 @@ final class UpstreamPool: @unchecked Sendable {
         return nil
     }
 
-    /// A new connection to `upstream`. Its request head is encoded without NIO's outbound
-    /// header validation: every field forwarded was parsed (and so checked) by the inbound
-    /// decoder, and the gateway's own fields are made of checked parts (see ``ProxyHeaders``).
-    func open(_ upstream: Upstream) -> EventLoopFuture<UpstreamConnection> {
+    /// A new connection to `upstream`.
+    func open(_ upstream: Upstream, maximumHeadBytes: Int) -> EventLoopFuture<UpstreamConnection> {
         eventLoop.preconditionInEventLoop()
         opened += 1
         return ClientBootstrap(group: eventLoop)
@@ -157,16 +206,13 @@ final class UpstreamPool: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamBytesSeen())
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(maximumHeadBytes: maximumHeadBytes))
                 }
             }
             .connect(host: upstream.host, port: upstream.port)
             .flatMapThrowing { [weak self] channel in
                 let connection = UpstreamConnection(
-                    channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self),
-                    bytesSeen: try channel.pipeline.syncOperations.handler(type: UpstreamBytesSeen.self))
+                    channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self))
                 connection.uses = 1
                 // Set once for the connection's life rather than on every release: an idle
                 // connection the upstream closes leaves the pool (a busy one is not in it).
