@@ -89,7 +89,8 @@ struct RedisInstancesTests {
             // Durable Redis, so that a SIGKILL loses nothing Redis acknowledged.
             let redis = try await RedisServer(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
             let (id, key) = try await createKey(redis.url, ["--scope", "*", "--limit", "1000000/total"])
-            let server = try await ServerProcess(arguments: ["--store", redis.url], directory: directory)
+            // A 100 ms command timeout, so that the hang is seen well within the second below.
+            let server = try await ServerProcess(arguments: ["--store", redis.url + "?timeout=100"], directory: directory)
             let port = server.port
             let load = LoadState()
             try await withThrowingTaskGroup(of: Void.self) { group in
