@@ -22,13 +22,6 @@ struct RedisBadDayTests {
         directory = try TestPaths.temporaryDirectory()
     }
 
-    func createKey(_ url: String, _ extra: [String]) async throws -> (id: String, key: String) {
-        let result = try await tollgate(["keys", "create", "--json", "--store", url] + extra)
-        #expect(result.status == 0, "\(result.stderr)")
-        let object = try #require(try result.json() as? [String: Any])
-        return (try #require(object["id"] as? String), try #require(object["key"] as? String))
-    }
-
     func usage(_ url: String, _ id: String) async throws -> (admitted: Int, used: Int) {
         let result = try await tollgate(["usage", id, "--json", "--store", url])
         #expect(result.status == 0, "\(result.stderr)")
@@ -149,7 +142,7 @@ struct RedisBadDayTests {
             let (_, first) = try await createKey(redis.url, ["--scope", "*", "--limit", "100/total"])
             let server = try await ServerProcess(arguments: ["--store", redis.url], directory: directory)
             #expect(await status(server.port, first) == 200)
-            _ = try await redisCommand(redis, RESPCommand("FLUSHALL"))
+            _ = try await redis.execute(RESPCommand("FLUSHALL"))
             let afterFlush = try await statuses(server.port, first, until: 401, within: .seconds(1))
             #expect(afterFlush.last == 401 && !afterFlush.contains(200), "after FLUSHALL: \(afterFlush)")
             let list = try await tollgate(["keys", "list", "--json", "--store", redis.url])
@@ -211,7 +204,7 @@ struct RedisBadDayTests {
             var stored = 0
             let deadline = ContinuousClock.now + .seconds(30)
             while stored < 2_000 && ContinuousClock.now < deadline {
-                stored = (try? await redisCommand(redis, RESPCommand("ZCARD", "tg:ids")))?.int ?? 0
+                stored = (try? await redis.execute(RESPCommand("ZCARD", "tg:ids")))?.int ?? 0
                 try await Task.sleep(for: .milliseconds(5))
             }
             redis.kill9()
@@ -220,21 +213,12 @@ struct RedisBadDayTests {
             #expect(failed.stderr.contains("the import is partly applied"), "\(failed.stderr)")
             #expect(failed.stderr.contains("run the same import again to finish it"), "\(failed.stderr)")
             try await redis.restart()
-            let kept = (try await redisCommand(redis, RESPCommand("ZCARD", "tg:ids"))).int ?? 0
+            let kept = (try await redis.execute(RESPCommand("ZCARD", "tg:ids"))).int ?? 0
             #expect(kept > 0 && kept < lines, "the crash cut the import: \(kept) kept")
             let again = try await tollgate(["keys", "import", file.path, "--store", redis.url])
             #expect(again.status == 0, "\(again.stderr)")
             #expect(again.stdout.contains("Imported \(lines - kept) keys; skipped \(kept)"), "\(again.stdout)")
-            #expect((try await redisCommand(redis, RESPCommand("ZCARD", "tg:ids"))).int == lines)
+            #expect((try await redis.execute(RESPCommand("ZCARD", "tg:ids"))).int == lines)
         }
     }
-}
-
-/// One command on a connection of its own, as an operator's `redis-cli` would send it.
-func redisCommand(_ redis: RedisServer, _ command: RESPCommand) async throws -> RESPValue {
-    let client = try RESPClient(configuration: redis.configuration, logger: quietLogger)
-    try await client.connect()
-    let reply = try await client.execute(command)
-    await client.close()
-    return reply
 }

@@ -20,13 +20,6 @@ struct RedisInstancesTests {
         directory = try TestPaths.temporaryDirectory()
     }
 
-    func createKey(_ url: String, _ extra: [String]) async throws -> (id: String, key: String) {
-        let result = try await tollgate(["keys", "create", "--json", "--store", url] + extra)
-        #expect(result.status == 0, "\(result.stderr)")
-        let object = try #require(try result.json() as? [String: Any])
-        return (try #require(object["id"] as? String), try #require(object["key"] as? String))
-    }
-
     func usage(_ url: String, _ id: String) async throws -> [String: Any] {
         let result = try await tollgate(["usage", id, "--json", "--store", url])
         #expect(result.status == 0, "\(result.stderr)")
@@ -204,6 +197,14 @@ struct RedisInstancesTests {
         await client.close()
         return text
     }
+}
+
+/// `tollgate keys create --json --store URL`; the new key's id and secret.
+func createKey(_ url: String, _ extra: [String]) async throws -> (id: String, key: String) {
+    let result = try await tollgate(["keys", "create", "--json", "--store", url] + extra)
+    #expect(result.status == 0, "\(result.stderr)")
+    let object = try #require(try result.json() as? [String: Any])
+    return (try #require(object["id"] as? String), try #require(object["key"] as? String))
 }
 
 /// What the load tasks of the outage test share.

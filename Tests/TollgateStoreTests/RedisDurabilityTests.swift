@@ -52,7 +52,7 @@ struct RedisDurabilityTests {
         let plain = try makeStore(redis, durable: false)
         try await plain.connect()
         let (key, _) = try await makeKey(in: plain, limits: ["100/total"])
-        _ = try await redisCommand(redis, RESPCommand("SAVE"))
+        _ = try await redis.execute(RESPCommand("SAVE"))
         _ = try await plain.revokeKey(id: key.id, at: SystemWallClock().now)
         await plain.close()
         redis.kill9()
@@ -70,7 +70,7 @@ struct RedisDurabilityTests {
         let store = try makeStore(redis, durable: true)
         try await store.connect()
         let (key, _) = try await makeKey(in: store, limits: ["100/total"])
-        _ = try await redisCommand(redis, RESPCommand("CONFIG", "SET", "appendfsync", "everysec"))
+        _ = try await redis.execute(RESPCommand("CONFIG", "SET", "appendfsync", "everysec"))
         do {
             _ = try await store.revokeKey(id: key.id, at: SystemWallClock().now)
             Issue.record("a revocation that may not be on disk was acknowledged")

@@ -43,7 +43,7 @@ struct RedisLossTests {
         try await running(store) {
             let (key, secret) = try await makeKey(in: store, limits: ["100/total"])
             #expect(try await admit(store, secret: secret).outcome == .admitted)
-            #expect(try await redisCommand(redis, RESPCommand("FLUSHALL")) == .simpleString("OK"))
+            #expect(try await redis.execute(RESPCommand("FLUSHALL")) == .simpleString("OK"))
             #expect(try await admit(store, secret: secret).outcome == .invalidKey, "the first request after the flush")
             #expect(try await admit(store, secret: secret).outcome == .invalidKey)
             #expect(try await store.key(id: key.id) == nil)
@@ -82,12 +82,12 @@ struct RedisLossTests {
     @Test func afterAFlushTheChangeStreamIsFollowedFromItsNewEnd() async throws {
         try await LoadLock.exclusively {
             let redis = try await RedisServer()
-            _ = try await redisCommand(redis, RESPCommand("XADD", "tg:changes", "99999999999999-0", "id", "key_ahead"))
+            _ = try await redis.execute(RESPCommand("XADD", "tg:changes", "99999999999999-0", "id", "key_ahead"))
             let store = try await store(redis)
             let elsewhere = try await self.store(redis)
             try await running(store) {
                 try await Task.sleep(for: .milliseconds(300))  // the stream's end is read
-                #expect(try await redisCommand(redis, RESPCommand("FLUSHALL")) == .simpleString("OK"))
+                #expect(try await redis.execute(RESPCommand("FLUSHALL")) == .simpleString("OK"))
                 try await Task.sleep(for: .milliseconds(600))  // the loss is seen
                 let now = SystemWallClock().now
                 let (key, secret) = try await makeKey(
@@ -111,7 +111,7 @@ struct RedisLossTests {
             let revoking = try await store(redis)
             let other = try await store(redis)
             let (key, secret) = try await makeKey(in: revoking, limits: ["100/total"])
-            #expect(try await redisCommand(redis, RESPCommand("SAVE")) == .simpleString("OK"))
+            #expect(try await redis.execute(RESPCommand("SAVE")) == .simpleString("OK"))
             try await running(revoking) {
                 #expect(try await admit(revoking, secret: secret).outcome == .admitted)
                 _ = try await revoking.revokeKey(id: key.id, at: SystemWallClock().now)
@@ -168,15 +168,6 @@ struct RedisLossTests {
             await store.close()
         }
     }
-}
-
-/// One command on a connection of its own, as an operator's `redis-cli` would send it.
-func redisCommand(_ redis: RedisServer, _ command: RESPCommand) async throws -> RESPValue {
-    let client = try RESPClient(configuration: redis.configuration, logger: quietLogger)
-    try await client.connect()
-    let reply = try await client.execute(command)
-    await client.close()
-    return reply
 }
 
 /// Polls `body` every 20 ms until it is true or `timeout` passes.
