@@ -169,13 +169,3 @@ struct RedisLossTests {
         }
     }
 }
-
-/// Polls `body` every 20 ms until it is true or `timeout` passes.
-func eventually(timeout: Duration = .seconds(5), _ body: () async -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if await body() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return await body()
-}
