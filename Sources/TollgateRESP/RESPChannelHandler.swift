@@ -338,9 +338,11 @@ final class RESPChannelHandler: ChannelInboundHandler {
         self.timer?.cancel()
         self.timer = nil
         self.cumulation = nil
-        // Replies that will never come: their late handlers get nothing.
+        // Replies that will never come: their late handlers get nothing. The stall handler
+        // holds the connection that holds this handler: let both go.
         self.queue.removeFirst(self.overdue)
         self.overdue = 0
+        self.onStall = nil
         // Detach the queue first: completing a promise may run callbacks that call back in.
         var failed = self.queue
         self.queue.removeAll()

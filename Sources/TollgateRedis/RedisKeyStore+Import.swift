@@ -10,8 +10,8 @@ extension RedisKeyStore {
     /// skipped if its digest or id is taken), but pipelined: calls go out in groups of
     /// ``importGroupSize`` without waiting for replies, with up to ``importGroupsInFlight``
     /// groups outstanding, instead of one round trip per key. The window is bounded because
-    /// every command must be answered within the command timeout of being sent, or its
-    /// connection is closed: the CLI gives an import a longer one than the data plane's.
+    /// every command must be answered within the command timeout of being sent, or the
+    /// import fails: the CLI gives an import a longer one than the data plane's.
     ///
     /// Redis has no transaction that could take a million keys, so a failure part way leaves
     /// the keys stored so far; the error says so, and that running the import again
