@@ -89,18 +89,19 @@ public final class RESPClient: Sendable {
 
     // MARK: Commands
 
-    /// Picks an open connection: one on the calling event loop if possible, else round-robin.
+    /// Picks an open connection that is not stalled: one on the calling event loop if
+    /// possible, else round-robin.
     public func connection() -> RESPConnection? {
         let count = self.slots.count
         let offset = count == 1 ? 0 : self.counter.wrappingAdd(1, ordering: .relaxed).oldValue
         if count > 1, let current = MultiThreadedEventLoopGroup.currentEventLoop {
             for i in 0..<count {
                 let slot = self.slots[(offset &+ i) % count]
-                if slot.eventLoop === current, let c = slot.connection, c.isActive { return c }
+                if slot.eventLoop === current, let c = slot.connection, c.isActive, !c.isStalled { return c }
             }
         }
         for i in 0..<count {
-            if let c = self.slots[(offset &+ i) % count].connection, c.isActive { return c }
+            if let c = self.slots[(offset &+ i) % count].connection, c.isActive, !c.isStalled { return c }
         }
         return nil
     }
@@ -117,9 +118,12 @@ public final class RESPClient: Sendable {
     /// ``RESPError/Code/unavailable`` when no connection is up. The future completes on the
     /// chosen connection's event loop, which is the caller's own loop whenever the pool has a
     /// connection there (share the `EventLoopGroup` to get that); otherwise `hop(to:)` as needed.
-    public func send(_ command: RESPCommand) -> EventLoopFuture<RESPValue> {
+    ///
+    /// - Parameter lateReply: receives the reply if it arrives after the command timed out
+    ///   (see ``RESPConnection/send(_:lateReply:)``).
+    public func send(_ command: RESPCommand, lateReply: RESPConnection.LateReply? = nil) -> EventLoopFuture<RESPValue> {
         guard let connection = self.connection() else { return self.unavailable() }
-        return connection.send(command)
+        return connection.send(command, lateReply: lateReply)
     }
 
     /// `async` form of ``send(_:)``.
@@ -147,14 +151,13 @@ public final class RESPClient: Sendable {
     /// Runs a Lua script by hash (EVALSHA), falling back to EVAL only when the server
     /// answers `NOSCRIPT` (script cache flushed, failover, restart), so the script body is
     /// sent once per server lifetime rather than on every call.
-    public func evalScript(_ script: RESPScript, keys: [RESPArgument] = [], args: [RESPArgument] = []) -> EventLoopFuture<RESPValue> {
-        let first = self.send(script.evalSHACommand(keys: keys, args: args))
-        return first.flatMapError { error in
-            if let e = error as? RESPError, e.serverErrorPrefix == "NOSCRIPT" {
-                return self.send(script.evalCommand(keys: keys, args: args))
-            }
-            return first.eventLoop.makeFailedFuture(error)
-        }
+    ///
+    /// - Parameter lateReply: receives the script's reply if it arrives after the call timed
+    ///   out: Redis runs a script it has received even when its caller stopped waiting.
+    public func evalScript(
+        _ script: RESPScript, keys: [RESPArgument] = [], args: [RESPArgument] = [], lateReply: RESPConnection.LateReply? = nil
+    ) -> EventLoopFuture<RESPValue> {
+        script.run(keys: keys, args: args) { self.send($0, lateReply: lateReply) }
     }
 
     /// `async` form of ``evalScript(_:keys:args:)``.

@@ -29,9 +29,18 @@ public struct RESPConfiguration: Sendable {
     /// Bounds TCP connect plus handshake, so a server that accepts but never answers (a
     /// stopped process still has a listening socket) is detected at connect time too.
     public var connectTimeout: TimeAmount
-    /// How long a command may wait for its reply. Short by default because a gateway must
-    /// answer its own request quickly, and a silent server can only be detected this way.
+    /// How long a command may wait for its reply; a silent server (stopped, or busy with a
+    /// fork or a slow script) can only be detected this way. Two seconds by default: a
+    /// timeout is a failure the caller answers (a gateway with `503`), so it must not fire
+    /// merely because the machine is busy.
     public var commandTimeout: TimeAmount
+    /// How long a connection whose command timed out is kept open for the late replies.
+    /// Redis runs every command it has received even if its caller stopped waiting, so a
+    /// caller may need the late reply to undo what the command did; meanwhile the pool sends
+    /// the connection nothing new and connects anew. A connection still silent at the end
+    /// of the window is closed (the server or the network is gone): replies it never got are
+    /// lost.
+    public var lateReplyWindow: TimeAmount
     /// Number of long-lived connections in a ``RESPClient``. Each one pipelines freely, so a
     /// few are plenty; more only help spread work over event loops.
     public var poolSize: Int
@@ -45,8 +54,8 @@ public struct RESPConfiguration: Sendable {
     /// Decoder bounds against hostile or broken replies.
     public var decoderLimits: RESPDecoderLimits
 
-    /// Defaults suit a gateway next to a local Redis: 100 ms command timeout, 1 s connect
-    /// timeout, two connections, reconnect backoff 50 ms ... 2 s, RESP2.
+    /// Defaults suit a gateway next to a local Redis: 2 s command timeout, 30 s late-reply
+    /// window, 1 s connect timeout, two connections, reconnect backoff 50 ms ... 2 s, RESP2.
     public init(
         host: String = "127.0.0.1",
         port: Int = 6379,
@@ -54,7 +63,8 @@ public struct RESPConfiguration: Sendable {
         username: String? = nil,
         password: String? = nil,
         connectTimeout: TimeAmount = .seconds(1),
-        commandTimeout: TimeAmount = .milliseconds(100),
+        commandTimeout: TimeAmount = .seconds(2),
+        lateReplyWindow: TimeAmount = .seconds(30),
         poolSize: Int = 2,
         reconnectBackoffMin: TimeAmount = .milliseconds(50),
         reconnectBackoffMax: TimeAmount = .seconds(2),
@@ -68,6 +78,7 @@ public struct RESPConfiguration: Sendable {
         self.password = password
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
+        self.lateReplyWindow = lateReplyWindow
         self.poolSize = poolSize
         self.reconnectBackoffMin = reconnectBackoffMin
         self.reconnectBackoffMax = reconnectBackoffMax
@@ -86,6 +97,7 @@ public struct RESPConfiguration: Sendable {
         try check(self.poolSize >= 1, "poolSize must be at least 1")
         try check(self.connectTimeout.nanoseconds > 0, "connectTimeout must be positive")
         try check(self.commandTimeout.nanoseconds > 0, "commandTimeout must be positive")
+        try check(self.lateReplyWindow.nanoseconds > 0, "lateReplyWindow must be positive")
         try check(self.reconnectBackoffMin.nanoseconds > 0, "reconnectBackoffMin must be positive")
         try check(self.reconnectBackoffMax >= self.reconnectBackoffMin, "reconnectBackoffMax must be >= reconnectBackoffMin")
     }

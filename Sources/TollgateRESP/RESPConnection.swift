@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// One connection to Redis: a NIO channel with a single FIFO queue of pending replies.
 ///
@@ -19,19 +20,30 @@ public final class RESPConnection: Sendable {
     /// The protocol agreed in the handshake (RESP2 if the server refused `HELLO 3`).
     public let protocolVersion: RESPProtocolVersion
     private let handler: NIOLoopBound<RESPChannelHandler>
+    private let health: RESPConnectionHealth
 
-    init(channel: any Channel, handler: NIOLoopBound<RESPChannelHandler>, protocolVersion: RESPProtocolVersion) {
+    init(
+        channel: any Channel, handler: NIOLoopBound<RESPChannelHandler>, health: RESPConnectionHealth, protocolVersion: RESPProtocolVersion
+    ) {
         self.channel = channel
         self.handler = handler
+        self.health = health
         self.protocolVersion = protocolVersion
     }
+
+    /// Receives a reply that arrived after its command timed out, with the connection it
+    /// came on: that connection has just shown that it answers, so a command that must
+    /// reach Redis (undoing what the late command did) can go there even while the pool has
+    /// no other connection up.
+    public typealias LateReply = @Sendable (RESPValue, RESPConnection) -> Void
 
     /// Wraps an already set-up channel whose pipeline holds a handler made by
     /// ``makeChannelHandler``-style setup; used by tests on embedded channels.
     static func wrap(channel: any Channel, protocolVersion: RESPProtocolVersion = .resp2) throws -> RESPConnection {
         let handler = try channel.pipeline.syncOperations.handler(type: RESPChannelHandler.self)
         return RESPConnection(
-            channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop), protocolVersion: protocolVersion)
+            channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop), health: handler.health,
+            protocolVersion: protocolVersion)
     }
 
     // MARK: Connecting
@@ -73,6 +85,7 @@ public final class RESPConnection: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let handler = RESPChannelHandler(
                         commandTimeout: configuration.commandTimeout,
+                        lateReplyWindow: configuration.lateReplyWindow,
                         limits: configuration.decoderLimits,
                         logger: connectLogger
                     )
@@ -173,7 +186,7 @@ public final class RESPConnection: Sendable {
             }
             logger.debug("redis connection ready", metadata: ["protocol": "RESP\(version.rawValue)"])
             if version == self.protocolVersion { return self }
-            return RESPConnection(channel: self.channel, handler: self.handler, protocolVersion: version)
+            return RESPConnection(channel: self.channel, handler: self.handler, health: self.health, protocolVersion: version)
         }
     }
 
@@ -181,16 +194,29 @@ public final class RESPConnection: Sendable {
 
     /// Sends one command; the future completes on this connection's event loop with the
     /// reply, or fails with a ``RESPError`` (a `-ERR` reply fails with ``RESPError/Code/serverError``).
-    public func send(_ command: RESPCommand) -> EventLoopFuture<RESPValue> {
+    ///
+    /// - Parameter lateReply: if the command times out, the reply that Redis may still send
+    ///   later goes here (error replies included, as ``RESPValue/error(_:)``); it is not
+    ///   called if the connection closes first.
+    public func send(_ command: RESPCommand, lateReply: LateReply? = nil) -> EventLoopFuture<RESPValue> {
         let promise = self.eventLoop.makePromise(of: RESPValue.self)
+        let late = lateReply.map { body in { @Sendable (value: RESPValue) in body(value, self) } }
         if self.eventLoop.inEventLoop {
-            self.handler.value.send(command, promise: promise)
+            self.handler.value.send(command, promise: promise, lateReply: late)
         } else {
             self.eventLoop.execute {
-                self.handler.value.send(command, promise: promise)
+                self.handler.value.send(command, promise: promise, lateReply: late)
             }
         }
         return promise.futureResult
+    }
+
+    /// Runs a script on this connection (EVALSHA, then EVAL on `NOSCRIPT`), as
+    /// ``RESPClient/evalScript(_:keys:args:lateReply:)`` does on the pool.
+    public func evalScript(
+        _ script: RESPScript, keys: [RESPArgument] = [], args: [RESPArgument] = [], lateReply: LateReply? = nil
+    ) -> EventLoopFuture<RESPValue> {
+        script.run(keys: keys, args: args) { self.send($0, lateReply: lateReply) }
     }
 
     /// `async` form of ``send(_:)``.
@@ -244,6 +270,29 @@ public final class RESPConnection: Sendable {
 
     /// Whether commands can currently be sent (a hint: the connection may close any time).
     public var isActive: Bool { self.channel.isActive }
+
+    /// Whether a command timed out and its reply has not come yet: the pool then sends this
+    /// connection nothing new (see ``RESPConfiguration/lateReplyWindow``).
+    public var isStalled: Bool { self.health.stalled.load(ordering: .relaxed) }
+
+    /// Calls `body` on the event loop whenever the connection becomes stalled.
+    func whenStalled(_ body: @escaping @Sendable () -> Void) {
+        if self.eventLoop.inEventLoop {
+            self.handler.value.onStall = body
+        } else {
+            self.eventLoop.execute { self.handler.value.onStall = body }
+        }
+    }
+
+    /// Closes once every command sent has been answered, or when the late-reply window of a
+    /// stalled connection ends: for a connection the pool has replaced.
+    func closeWhenAnswered() {
+        if self.eventLoop.inEventLoop {
+            self.handler.value.closeWhenAnswered()
+        } else {
+            self.eventLoop.execute { self.handler.value.closeWhenAnswered() }
+        }
+    }
 
     func closeNow(error: RESPError) {
         if self.eventLoop.inEventLoop {

@@ -7,8 +7,9 @@
 public struct RESPError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What went wrong, coarse enough to switch on.
     public enum Code: String, Sendable, Hashable, CaseIterable {
-        /// No reply arrived within the command timeout. The connection it was sent on has been
-        /// closed, because later replies could no longer be matched to their commands.
+        /// No reply arrived within the command timeout. The server may still run the command
+        /// and answer later: the connection stays open for that late reply (see
+        /// ``RESPConfiguration/lateReplyWindow``) but is sent nothing new.
         case timeout
         /// The TCP connect or the handshake did not finish within the connect timeout.
         case connectTimeout

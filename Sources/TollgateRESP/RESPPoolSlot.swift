@@ -101,7 +101,23 @@ final class RESPPoolSlot: Sendable {
         if isReconnect { self.logger.info("redis reconnected") }
         callback?(nil)
         connection.closeFuture.whenComplete { _ in self.connectionClosed(connection) }
+        connection.whenStalled { self.connectionStalled(connection) }
         self.onConnect(connection, isReconnect)
+    }
+
+    /// A command on the current connection timed out: the slot connects anew (a new
+    /// connection succeeds at once if only the old one is lost, and when Redis answers again
+    /// if Redis itself is stalled), and the old connection stays open for the late replies,
+    /// closing once they are in.
+    private func connectionStalled(_ connection: RESPConnection) {
+        let replace = self.state.withLock { state -> Bool in
+            guard case .connected(let current) = state.phase, current === connection else { return false }
+            state.phase = .connecting
+            return true
+        }
+        guard replace else { return }
+        connection.closeWhenAnswered()
+        self.connect(isReconnect: true)
     }
 
     private func connectFailed(_ error: RESPError) {

@@ -1,4 +1,5 @@
 import Crypto
+import NIOCore
 
 /// A Lua script identified by the SHA-1 of its source, computed locally.
 ///
@@ -19,11 +20,28 @@ public struct RESPScript: Sendable, Hashable {
         }.joined()
     }
 
-    func evalSHACommand(keys: [RESPArgument], args: [RESPArgument]) -> RESPCommand {
+    /// EVALSHA, then EVAL only when the server answers `NOSCRIPT` (script cache flushed,
+    /// failover, restart), each sent with `send`.
+    func run(
+        keys: [RESPArgument], args: [RESPArgument], send: @escaping @Sendable (RESPCommand) -> EventLoopFuture<RESPValue>
+    ) -> EventLoopFuture<RESPValue> {
+        let first = send(self.evalSHACommand(keys: keys, args: args))
+        let source = self
+        return first.flatMapError { error in
+            if let e = error as? RESPError, e.serverErrorPrefix == "NOSCRIPT" {
+                return send(source.evalCommand(keys: keys, args: args))
+            }
+            return first.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    /// The EVALSHA command, for callers that pipeline a script with other commands.
+    public func evalSHACommand(keys: [RESPArgument], args: [RESPArgument]) -> RESPCommand {
         Self.command("EVALSHA", .string(self.sha1), keys: keys, args: args)
     }
 
-    func evalCommand(keys: [RESPArgument], args: [RESPArgument]) -> RESPCommand {
+    /// The EVAL command (the source), to send after a `NOSCRIPT` reply.
+    public func evalCommand(keys: [RESPArgument], args: [RESPArgument]) -> RESPCommand {
         Self.command("EVAL", .string(self.source), keys: keys, args: args)
     }
 

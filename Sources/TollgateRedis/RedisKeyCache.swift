@@ -9,6 +9,9 @@ struct RedisKeys: Sendable {
 
     var ids: String { namespace + ":ids" }
     var changes: String { namespace + ":changes" }
+    /// A random token the first instance writes and every instance remembers: when it is
+    /// gone or another, Redis lost what it held (a restart without persistence, a flush).
+    var marker: String { namespace + ":store" }
 
     func digest(_ digest: KeyDigest) -> String { namespace + ":digest:" + digest.hex }
     func record(_ id: KeyID) -> String { "\(namespace):{\(id.rawValue)}:key" }
@@ -79,17 +82,22 @@ enum RedisRecord {
 /// A key's plan for one path with the script's keys and arguments made once.
 struct RedisPlan: Sendable {
     var plan: AdmissionPlan
-    /// The per-API hash, then one hash per counter: the script's KEYS.
+    /// The record, the per-API hash, then one hash per counter: the scripts' KEYS.
     var keys: [String]
     var keyArguments: [RESPArgument]
-    /// Each counter's period and quota: the script's ARGV after the api and the mode.
+    /// The record's version, then each counter's period and quota: the admission's ARGV
+    /// after the api and the mode.
     var arguments: [RESPArgument]
 
-    init(key: APIKey, path: String, names: RedisKeys) {
+    /// The per-API hash, where refusals are counted.
+    var apiUsage: String { keys[1] }
+
+    init(key: APIKey, version: Int64, path: String, names: RedisKeys) {
         plan = AdmissionPlan(key: key, path: Substring(path))
-        keys = [names.apiUsage(key.id)] + plan.counters.map { names.counter(key.id, $0.id) }
+        keys = [names.record(key.id), names.apiUsage(key.id)] + plan.counters.map { names.counter(key.id, $0.id) }
         keyArguments = keys.map { .string($0) }
-        arguments = plan.counters.flatMap { [RESPArgument.string($0.period.rawValue), .string(String($0.quota))] }
+        arguments =
+            [.string(String(version))] + plan.counters.flatMap { [RESPArgument.string($0.period.rawValue), .string(String($0.quota))] }
     }
 }
 
@@ -108,7 +116,7 @@ final class RedisCachedKey: CachedKey {
     }
 
     func plan(for path: String, names: RedisKeys) -> RedisPlan {
-        plans.plan(for: path) { RedisPlan(key: key, path: path, names: names) }
+        plans.plan(for: path) { RedisPlan(key: key, version: version, path: path, names: names) }
     }
 
     func replace(key: APIKey, version: Int64) {
@@ -146,10 +154,13 @@ struct Cache: @unchecked Sendable {  // only ever touched under its store's lock
 
     /// Holds a record just read from Redis at `version`, replacing any held under its id
     /// unless the one held is newer: reads of one key race (a lookup, the change stream, an
-    /// admin call), and one that started before a revocation must not land after it.
-    mutating func hold(_ key: APIKey, version: Int64) {
+    /// admin call), and one that started before a revocation must not land after it. With
+    /// `evenIfOlder` (the admission script found another version in Redis, as after a
+    /// snapshot was restored) the read replaces the record held whatever its version: the
+    /// script checks the next admission again, so a read that lost a race is caught there.
+    mutating func hold(_ key: APIKey, version: Int64, evenIfOlder: Bool = false) {
         if let held = keys.entry(id: key.id) {
-            guard version >= held.version else { return }
+            guard version >= held.version || evenIfOlder else { return }
             let oldDigests = held.key.digests
             held.replace(key: key, version: version)
             keys.reindex(held, oldDigests: oldDigests)

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -9,13 +10,16 @@ extension RedisKeyStore {
     /// skipped if its digest or id is taken), but pipelined: calls go out in groups of
     /// ``importGroupSize`` without waiting for replies, with up to ``importGroupsInFlight``
     /// groups outstanding, instead of one round trip per key. The window is bounded because
-    /// every command must be answered within the command timeout of being sent, or its
-    /// connection is closed: the CLI gives an import a longer one than the data plane's.
+    /// every command must be answered within the command timeout of being sent, or the
+    /// import fails: the CLI gives an import a longer one than the data plane's.
     ///
     /// Redis has no transaction that could take a million keys, so a failure part way leaves
-    /// the keys stored so far; running the import again completes it (those are skipped).
-    /// The CLI checks the whole file before it calls this.
+    /// the keys stored so far; the error says so, and that running the import again
+    /// completes it (those are skipped). The CLI checks the whole file before it calls this.
+    /// With ``Configuration/durableWrites``, Redis is asked before and after whether it
+    /// fsyncs every write before answering (then every key counted here is on disk).
     public func importKeys(_ batches: some KeyBatchSource) async throws(TollgateError) -> Int {
+        if configuration.durableWrites { try await checkDurability() }
         // Loaded once, so that EVALSHA never answers NOSCRIPT (each of which would then
         // send the script's source).
         _ = try await importCommand(RESPCommand("SCRIPT", "LOAD", .string(RedisScripts.create.source)))
@@ -38,7 +42,18 @@ extension RedisKeyStore {
         for group in inFlight {
             do throws(TollgateError) { inserted += try await created(group) } catch { failure = failure ?? error }
         }
-        if let failure { throw failure }
+        if let failure {
+            throw TollgateError(
+                failure.code,
+                "\(failure.message); the import is partly applied (\(inserted) keys were stored before it failed, perhaps a few more): run the same import again to finish it, it skips the keys already stored"
+            )
+        }
+        if configuration.durableWrites {
+            do throws(TollgateError) { try await checkDurability() } catch {
+                throw TollgateError(
+                    .storeUnavailable, "the \(inserted) keys were imported, but Redis may lose them in a crash: \(error.message)")
+            }
+        }
         return inserted
     }
 

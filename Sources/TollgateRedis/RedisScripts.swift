@@ -3,35 +3,46 @@ import TollgateRESP
 /// The Lua scripts the Redis store runs. Each runs atomically on the Redis server, so the
 /// check and the take of a quota are one step however many Tollgate instances share it.
 enum RedisScripts {
-    /// Admission: reads the time with `TIME` (one clock for every instance), derives each
-    /// counter's current UTC window (calendar months included), checks every counter
-    /// against its quota and, only if all have room, takes one unit from each; counts the
-    /// request per API as admitted or refused. A counter whose stored window is later than
-    /// the current one (the server clock stepped back) keeps counting: a step back never
-    /// resets a quota.
+    /// Admission: reads the time with `TIME` (one clock for every instance), checks that the
+    /// key's record is the one the instance decided on, derives each counter's current UTC
+    /// window (calendar months included), checks every counter against its quota and, only
+    /// if all have room, takes one unit from each; counts the request per API as admitted or
+    /// refused. A counter whose stored window is later than the current one (the server
+    /// clock stepped back) keeps counting: a step back never resets a quota.
     ///
-    /// KEYS: the key's per-API hash, then one hash per counter (fields `w`: window start in
-    ///   seconds, `n`: count).
-    /// ARGV: api, mode (`take` or `peek` for a request out of scope), then per counter its
-    ///   period and its quota.
-    /// Returns: { now in ms, 1 if admitted else 0, the key's usage epoch (field `epoch` of the
-    ///   per-API hash; 0 unless admitted), each counter's count before this request }.
+    /// The record check makes the store, not the instance's cache, the judge of every
+    /// admission: a record Redis no longer holds (a restart without persistence, a
+    /// `FLUSHALL`) takes nothing and answers -1, one changed since the instance read it (an
+    /// edit or revocation made elsewhere, a snapshot restored) takes nothing and answers -2.
+    /// It reads one field of a hash in the key's own slot (`{ID}`), so it stays one atomic
+    /// step on one node of a cluster.
+    ///
+    /// KEYS: the key's record, its per-API hash, then one hash per counter (fields `w`:
+    ///   window start in seconds, `n`: count).
+    /// ARGV: api, mode (`take` or `peek` for a request out of scope), the record's `version`
+    ///   the instance holds, then per counter its period and its quota.
+    /// Returns: { now in ms, 1 if admitted, 0 if refused, -1 no such record, -2 another
+    ///   version; the key's usage epoch (field `epoch` of the per-API hash; 0 unless
+    ///   admitted), then (unless -1 or -2) each counter's count before this request }.
     static let admit = RESPScript(
         windowFunctions + """
             local t = redis.call('TIME')
             local secs = tonumber(t[1])
             local nowms = secs * 1000 + math.floor(tonumber(t[2]) / 1000)
+            local record = redis.call('HMGET', KEYS[1], 'id', 'version')
+            if not record[1] then return { nowms, -1, 0 } end
+            if (record[2] or '0') ~= ARGV[3] then return { nowms, -2, 0 } end
             local take = ARGV[2] == 'take'
-            local n = #KEYS - 1
+            local n = #KEYS - 2
 
             local used, starts, ends = {}, {}, {}
             local admit = take
             local epoch = 0
             for i = 1, n do
-              local period = ARGV[1 + 2 * i]
-              local quota = tonumber(ARGV[2 + 2 * i])
+              local period = ARGV[2 + 2 * i]
+              local quota = tonumber(ARGV[3 + 2 * i])
               local start, stop = window(period, secs)
-              local stored = redis.call('HMGET', KEYS[1 + i], 'w', 'n')
+              local stored = redis.call('HMGET', KEYS[2 + i], 'w', 'n')
               local w, c = tonumber(stored[1]), tonumber(stored[2]) or 0
               local u = 0
               if w and w >= start then
@@ -44,15 +55,15 @@ enum RedisScripts {
 
             if admit then
               for i = 1, n do
-                redis.call('HSET', KEYS[1 + i], 'w', starts[i], 'n', used[i] + 1)
-                if ends[i] then redis.call('PEXPIREAT', KEYS[1 + i], ends[i] * 1000 + 60000) end
+                redis.call('HSET', KEYS[2 + i], 'w', starts[i], 'n', used[i] + 1)
+                if ends[i] then redis.call('PEXPIREAT', KEYS[2 + i], ends[i] * 1000 + 60000) end
               end
-              redis.call('HINCRBY', KEYS[1], 'admitted:' .. ARGV[1], 1)
-              epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0
+              redis.call('HINCRBY', KEYS[2], 'admitted:' .. ARGV[1], 1)
+              epoch = tonumber(redis.call('HGET', KEYS[2], 'epoch')) or 0
             elseif take then
-              redis.call('HINCRBY', KEYS[1], 'quota_exceeded:' .. ARGV[1], 1)
+              redis.call('HINCRBY', KEYS[2], 'quota_exceeded:' .. ARGV[1], 1)
             else
-              redis.call('HINCRBY', KEYS[1], 'scope_denied:' .. ARGV[1], 1)
+              redis.call('HINCRBY', KEYS[2], 'scope_denied:' .. ARGV[1], 1)
             end
 
             local reply = { nowms, admit and 1 or 0, epoch }
@@ -61,29 +72,31 @@ enum RedisScripts {
             """
     )
 
-    /// Give-back: returns an admitted request's units (see `KeyStore.giveBack`). Nothing
-    /// unless the key's usage epoch is still the one the admission read (a reset or an edit
-    /// of the key moves it on); then one from the per-API admitted count and one from each
-    /// counter still in the window the admission took its unit from, never below zero. A
-    /// counter whose window has rolled over, or whose hash expired, gets nothing.
+    /// Give-back: returns an admitted request's units (see `KeyStore.giveBack`), and the
+    /// unit of an admission whose reply came too late (its request was answered `503`).
+    /// Nothing unless the key's usage epoch is still the one the admission read (a reset or
+    /// an edit of the key moves it on); then one from the per-API admitted count and one
+    /// from each counter still in the window the admission took its unit from, never below
+    /// zero. A counter whose window has rolled over, or whose hash expired, gets nothing.
     ///
-    /// KEYS: the key's per-API hash, then one hash per counter, as for the admission.
+    /// KEYS: as for the admission (the record, which this script does not read, the per-API
+    ///   hash, then one hash per counter).
     /// ARGV: api, the epoch the admission returned, then per counter the start of the window
     ///   its unit was taken in (from the admission's own `TIME`, not the give-back's).
     /// Returns: 1 if anything was given back, else 0.
     static let giveBack = RESPScript(
         """
-        if (tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0) ~= tonumber(ARGV[2]) then return 0 end
+        if (tonumber(redis.call('HGET', KEYS[2], 'epoch')) or 0) ~= tonumber(ARGV[2]) then return 0 end
         local given = 0
         local field = 'admitted:' .. ARGV[1]
-        if (tonumber(redis.call('HGET', KEYS[1], field)) or 0) > 0 then
-          redis.call('HINCRBY', KEYS[1], field, -1)
+        if (tonumber(redis.call('HGET', KEYS[2], field)) or 0) > 0 then
+          redis.call('HINCRBY', KEYS[2], field, -1)
           given = 1
         end
-        for i = 2, #KEYS do
+        for i = 3, #KEYS do
           local stored = redis.call('HMGET', KEYS[i], 'w', 'n')
           local w, c = tonumber(stored[1]), tonumber(stored[2]) or 0
-          if w and w == tonumber(ARGV[1 + i]) and c > 0 then
+          if w and w == tonumber(ARGV[i]) and c > 0 then
             redis.call('HSET', KEYS[i], 'n', c - 1)
             given = 1
           end

@@ -162,8 +162,8 @@ extension Keys {
                 // again, a chunk at a time, into the store's one transaction.
                 let report = try KeyImporter.check(input, now: now, routes: servedRoutes)
                 let batches = KeyImporter.Batches(input, now: now, expectedKeys: report.keys)
-                // Redis's replies to a pipelined import queue behind each other: the data
-                // plane's 100 ms command timeout would close a connection under load.
+                // Redis's replies to a pipelined import queue behind each other: the usual
+                // 2 s command timeout could pass under load.
                 let inserted = try await withStore(storeOptions, .create, redisCommandTimeout: .seconds(10)) { store in
                     try await store.importKeys(batches)
                 }

@@ -41,7 +41,8 @@ struct Serve: AsyncParsableCommand {
     var maxConnections: Int?
     @Option(
         name: .customLong("store-timeout"),
-        help: "Milliseconds a store commit or lookup may take before its requests answer 503 store_unavailable."
+        help:
+            "Milliseconds a store commit, lookup or Redis command may take before its requests answer 503 store_unavailable (a Redis URL's ?timeout= wins)."
     )
     var storeTimeout = 2000
     @Option(
@@ -108,7 +109,7 @@ struct Serve: AsyncParsableCommand {
         try await reportingErrors {
             let token = try AdminTokenSource.read(
                 argument: adminToken, file: adminTokenFile, environment: ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_TOKEN"])
-            switch try storeOptions.location() {
+            switch try storeOptions.location(storeTimeout: .milliseconds(Int64(storeTimeout))) {
             case .memory:
                 try await serve(store: MemoryKeyStore(), telemetry: telemetry, logger: logger, adminToken: token)
             case .sqlite(let path, let synchronous):
@@ -119,8 +120,7 @@ struct Serve: AsyncParsableCommand {
                 let store = try SQLiteKeyStore(configuration: configuration, logger: logger)
                 try await serve(store: store, telemetry: telemetry, heldKeys: { store.heldKeyCount }, logger: logger, adminToken: token)
                 _ = consume lock
-            case .redis(let redis):
-                var configuration = RedisKeyStore.Configuration(redis: redis)
+            case .redis(var configuration):
                 configuration.metrics = telemetry.storeMetrics("redis")
                 let store = try RedisKeyStore(configuration: configuration, logger: logger)
                 try await store.connect()

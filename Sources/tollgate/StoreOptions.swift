@@ -17,20 +17,26 @@ struct StoreOptions: ParsableArguments {
     )
     var store: String = "sqlite:tollgate.sqlite"
 
-    func location() throws(TollgateError) -> StoreLocation {
-        try StoreLocation(parsing: store)
+    /// - Parameter storeTimeout: `serve --store-timeout`, Redis's command timeout unless the
+    ///   URL gives `?timeout=`.
+    func location(storeTimeout: TimeAmount) throws(TollgateError) -> StoreLocation {
+        try StoreLocation(parsing: store, redisTimeout: storeTimeout)
     }
 }
 
 /// A parsed store URL.
 enum StoreLocation {
     case sqlite(path: String, synchronous: SQLiteKeyStore.Configuration.Synchronous)
-    case redis(RESPConfiguration)
+    case redis(RedisKeyStore.Configuration)
     case memory
 
+    /// The Redis command timeout when neither `?timeout=` nor `serve --store-timeout` gives
+    /// one: the same two seconds as `--store-timeout`'s default.
+    static let defaultRedisTimeout = TimeAmount.seconds(2)
+
     /// `sqlite:PATH[?synchronous=full|normal]`, `memory:`; `redis://` is the shared store's
-    /// scheme and arrives with it.
-    init(parsing text: String) throws(TollgateError) {
+    /// scheme and arrives with it, its command timeout `redisTimeout` unless the URL says.
+    init(parsing text: String, redisTimeout: TimeAmount = defaultRedisTimeout) throws(TollgateError) {
         if text == "memory:" || text == "memory" {
             self = .memory
             return
@@ -64,11 +70,11 @@ enum StoreLocation {
             // The password may come apart from the URL, so that it is not in argv or `ps`.
             let password = ProcessInfo.processInfo.environment["TOLLGATE_REDIS_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
             do {
-                self = .redis(try RESPConfiguration(url: text, password: password))
+                self = .redis(try RedisKeyStore.Configuration(url: text, password: password, commandTimeout: redisTimeout))
             } catch {
                 throw TollgateError(
                     .invalidStoreURL,
-                    "the Redis URL is not valid (\(error.message)): write redis://[USER:PASSWORD@]HOST[:PORT][/DB][?timeout=MS], e.g. redis://127.0.0.1:6379/0; the password may come from TOLLGATE_REDIS_PASSWORD"
+                    "the Redis URL is not valid (\(error.message)): write redis://[USER:PASSWORD@]HOST[:PORT][/DB][?timeout=MS&durable_writes=1], e.g. redis://127.0.0.1:6379/0; the password may come from TOLLGATE_REDIS_PASSWORD"
                 )
             }
             return
@@ -125,8 +131,8 @@ func withStore<T>(
         let store = try SQLiteKeyStore(configuration: .init(path: path, synchronous: synchronous), logger: logger)
         return try await body(store)
     case .redis(var configuration):
-        if let redisCommandTimeout { configuration.commandTimeout = max(configuration.commandTimeout, redisCommandTimeout) }
-        let store = try RedisKeyStore(configuration: .init(redis: configuration), logger: logger)
+        if let redisCommandTimeout { configuration.redis.commandTimeout = max(configuration.redis.commandTimeout, redisCommandTimeout) }
+        let store = try RedisKeyStore(configuration: configuration, logger: logger)
         try await store.connect()
         do {
             let result = try await body(store)

@@ -20,13 +20,6 @@ struct RedisInstancesTests {
         directory = try TestPaths.temporaryDirectory()
     }
 
-    func createKey(_ url: String, _ extra: [String]) async throws -> (id: String, key: String) {
-        let result = try await tollgate(["keys", "create", "--json", "--store", url] + extra)
-        #expect(result.status == 0, "\(result.stderr)")
-        let object = try #require(try result.json() as? [String: Any])
-        return (try #require(object["id"] as? String), try #require(object["key"] as? String))
-    }
-
     func usage(_ url: String, _ id: String) async throws -> [String: Any] {
         let result = try await tollgate(["usage", id, "--json", "--store", url])
         #expect(result.status == 0, "\(result.stderr)")
@@ -89,7 +82,8 @@ struct RedisInstancesTests {
             // Durable Redis, so that a SIGKILL loses nothing Redis acknowledged.
             let redis = try await RedisServer(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
             let (id, key) = try await createKey(redis.url, ["--scope", "*", "--limit", "1000000/total"])
-            let server = try await ServerProcess(arguments: ["--store", redis.url], directory: directory)
+            // A 100 ms command timeout, so that the hang is seen well within the second below.
+            let server = try await ServerProcess(arguments: ["--store", redis.url + "?timeout=100"], directory: directory)
             let port = server.port
             let load = LoadState()
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -203,6 +197,14 @@ struct RedisInstancesTests {
         await client.close()
         return text
     }
+}
+
+/// `tollgate keys create --json --store URL`; the new key's id and secret.
+func createKey(_ url: String, _ extra: [String]) async throws -> (id: String, key: String) {
+    let result = try await tollgate(["keys", "create", "--json", "--store", url] + extra)
+    #expect(result.status == 0, "\(result.stderr)")
+    let object = try #require(try result.json() as? [String: Any])
+    return (try #require(object["id"] as? String), try #require(object["key"] as? String))
 }
 
 /// What the load tasks of the outage test share.

@@ -21,7 +21,7 @@ import Testing
     @Test func parsesMinimalAndPasswordOnlyURLs() throws {
         let a = try RESPConfiguration(url: "redis://localhost")
         #expect(a.host == "localhost" && a.port == 6379 && a.database == 0 && a.password == nil && a.username == nil)
-        #expect(a.commandTimeout == .milliseconds(100))
+        #expect(a.commandTimeout == .seconds(2), "the default that serve --store-timeout has")
         let b = try RESPConfiguration(url: "redis://:secret@10.0.0.1:7000/")
         #expect(b.password == "secret" && b.username == nil && b.port == 7000)
         let c = try RESPConfiguration(url: "redis://[::1]:6390/2")

@@ -228,6 +228,43 @@ struct IntegrationTests {
         await client.close()
     }
 
+    /// A stopped Redis still runs what it received once it goes on: the late reply of a
+    /// timed-out INCR arrives, on a connection that can carry a follow-up at once (the
+    /// pool may not have another up yet), and meanwhile the pool sent nothing new there.
+    @Test func aLateReplyArrivesAfterSIGCONTAndItsConnectionTakesAFollowUp() async throws {
+        let server = try await RedisServer()
+        defer { server.stop() }
+        let client = try await client(server) {
+            $0.commandTimeout = .milliseconds(200)
+            $0.connectTimeout = .milliseconds(200)
+            $0.poolSize = 1
+        }
+        #expect(try await client.execute(RESPCommand("SET", "n", "10")) == .simpleString("OK"))
+        let (late, lateSink) = AsyncStream.makeStream(of: Int.self)
+        server.signal(SIGSTOP)
+        let timedOut = client.send(RESPCommand("INCR", "n")) { value, connection in
+            lateSink.yield(value.int ?? -1)
+            connection.send(RESPCommand("DECR", "n")).whenSuccess { lateSink.yield($0.int ?? -1) }
+        }
+        await #expect(throws: RESPError.self) { try await timedOut.get() }
+        // The only connection is stalled: a new command fails at once instead of queueing
+        // behind the stalled ones (Redis would run it later, after its caller gave up).
+        let t0 = ContinuousClock.now
+        do {
+            _ = try await client.execute(RESPCommand("INCR", "n"))
+            Issue.record("a stopped server answered")
+        } catch {
+            #expect(error.code == .unavailable, "\(error)")
+        }
+        #expect(ContinuousClock.now - t0 < .milliseconds(150))
+        server.signal(SIGCONT)
+        var iterator = late.makeAsyncIterator()
+        #expect(await iterator.next() == 11, "Redis ran the INCR that timed out")
+        #expect(await iterator.next() == 10, "and the follow-up on the same connection")
+        #expect(await eventually { (try? await client.execute(RESPCommand("GET", "n")))?.string == "10" })
+        await client.close()
+    }
+
     @Test func killedServerFailsFastAndClientReconnectsAfterRestart() async throws {
         let server = try await RedisServer()
         defer { server.stop() }

@@ -11,9 +11,10 @@ struct EmbeddedRESP {
     let channel: EmbeddedChannel
     let connection: RESPConnection
 
-    init(timeout: TimeAmount = .milliseconds(100)) throws {
+    init(timeout: TimeAmount = .milliseconds(100), lateReplyWindow: TimeAmount = .seconds(30)) throws {
         self.channel = EmbeddedChannel()
-        let handler = RESPChannelHandler(commandTimeout: timeout, limits: RESPDecoderLimits(), logger: Logger(label: "test"))
+        let handler = RESPChannelHandler(
+            commandTimeout: timeout, lateReplyWindow: lateReplyWindow, limits: RESPDecoderLimits(), logger: Logger(label: "test"))
         try self.channel.pipeline.syncOperations.addHandler(handler)
         try self.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
         self.connection = try RESPConnection.wrap(channel: self.channel)
@@ -125,16 +126,74 @@ final class Outcome<T: Sendable>: Sendable {
         #expect(!t.channel.isActive)
     }
 
-    @Test func commandTimeoutFailsQueueAndClosesConnection() throws {
+    /// A timed-out command fails at its deadline but keeps its place: Redis may still run it,
+    /// and its reply must reach the caller's late handler, never the next command's promise.
+    @Test func aTimedOutCommandKeepsItsPlaceAndItsLateReplyArrives() throws {
         let t = try EmbeddedRESP(timeout: .milliseconds(100))
-        let first = Outcome(t.connection.send(RESPCommand("GET", "a")))
+        let late = NIOLockedValueBox<[RESPValue]>([])
+        let first = Outcome(t.connection.send(RESPCommand("INCR", "a")) { value, _ in late.withLockedValue { $0.append(value) } })
         t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(60))
         let second = Outcome(t.connection.send(RESPCommand("GET", "b")))
         t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(39))
         #expect(first.result == nil)
+        #expect(!t.connection.isStalled)
         t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
         #expect(first.error?.code == .timeout)
-        #expect(second.error?.code == .connectionClosed)
+        #expect(second.result == nil, "the second command has time left")
+        #expect(t.channel.isActive, "the connection stays open for the late reply")
+        #expect(t.connection.isStalled, "and takes nothing new meanwhile")
+        try t.reply(":1\r\n")
+        #expect(late.withLockedValue { $0 } == [.integer(1)], "the late reply went to the late handler")
+        #expect(second.result == nil, "not to the next command")
+        #expect(!t.connection.isStalled, "every overdue reply is in")
+        try t.reply("$1\r\nx\r\n")
+        #expect(second.value == .bulkString(ByteBuffer(string: "x")))
+    }
+
+    /// Overdue replies stay a prefix of the queue: the second command times out too, and
+    /// the connection stays stalled until both late replies are in.
+    @Test func everyOverdueReplyComesBeforeTheConnectionIsUsedAgain() throws {
+        let t = try EmbeddedRESP(timeout: .milliseconds(100))
+        let late = NIOLockedValueBox<[RESPValue]>([])
+        let record: RESPConnection.LateReply = { value, _ in late.withLockedValue { $0.append(value) } }
+        let first = Outcome(t.connection.send(RESPCommand("INCR", "a"), lateReply: record))
+        t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(10))
+        let second = Outcome(t.connection.send(RESPCommand("INCR", "b"), lateReply: record))
+        t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        #expect(first.error?.code == .timeout && second.error?.code == .timeout)
+        try t.reply(":1\r\n")
+        #expect(t.connection.isStalled)
+        try t.reply("-ERR late\r\n")
+        #expect(late.withLockedValue { $0 } == [.integer(1), .error("ERR late")])
+        #expect(!t.connection.isStalled)
+        #expect(t.channel.isActive)
+    }
+
+    /// A stalled connection that never answers is closed at the end of the late-reply window.
+    @Test func aConnectionSilentForTheLateReplyWindowIsClosed() throws {
+        let t = try EmbeddedRESP(timeout: .milliseconds(100), lateReplyWindow: .seconds(1))
+        let first = Outcome(t.connection.send(RESPCommand("GET", "a")))
+        t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+        #expect(first.error?.code == .timeout)
+        t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(500))
+        let second = Outcome(t.connection.send(RESPCommand("GET", "b")))
+        t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(499))
+        #expect(t.channel.isActive)
+        #expect(second.error?.code == .timeout)
+        t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(!t.channel.isActive, "a second after the first timeout")
+    }
+
+    /// A replaced connection closes once its last reply is in, not before.
+    @Test func closeWhenAnsweredWaitsForTheReplies() throws {
+        let t = try EmbeddedRESP(timeout: .milliseconds(100))
+        let late = NIOLockedValueBox<[RESPValue]>([])
+        _ = t.connection.send(RESPCommand("INCR", "a")) { value, _ in late.withLockedValue { $0.append(value) } }
+        t.channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+        t.connection.closeWhenAnswered()
+        #expect(t.channel.isActive)
+        try t.reply(":7\r\n")
+        #expect(late.withLockedValue { $0 } == [.integer(7)])
         #expect(!t.channel.isActive)
     }
 

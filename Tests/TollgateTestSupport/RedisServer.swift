@@ -81,6 +81,20 @@ public final class RedisServer: @unchecked Sendable {
         RESPConfiguration(host: "127.0.0.1", port: self.port, commandTimeout: .seconds(2))
     }
 
+    /// Sends one command on a connection of its own, as an operator's `redis-cli` would.
+    public func execute(_ command: RESPCommand) async throws -> RESPValue {
+        let client = try RESPClient(configuration: configuration, logger: Logger(label: "tollgate.test.redis"))
+        try await client.connect()
+        do {
+            let reply = try await client.execute(command)
+            await client.close()
+            return reply
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+
     /// Polls until the server answers anything (NOAUTH counts), for up to 10 s (a loaded
     /// two-core box; the server's exit ends the wait at once).
     public func waitUntilReady() async throws {
