@@ -42,7 +42,7 @@ public enum AdminApplication {
 
     /// The routes, separate from the listener so tests can drive them in process.
     ///
-    /// - Parameter exports: where usage exports are encoded; inline without one.
+    /// - Parameter exports: where usage exports run (see ``ExportLane``); inline without one.
     public static func router<Store: KeyStore>(
         store: Store,
         adminToken: AdminToken? = nil,

@@ -14,8 +14,8 @@ import Synchronization
 /// health checks out either. So at most `maximum` connections stay open, and one more for
 /// the moment it takes to close the idle one; when every connection has a request in
 /// progress, new ones wait in the listen backlog.
-public final class AdminConnections: Sendable {
-    public let maximum: Int
+final class AdminConnections: Sendable {
+    let maximum: Int
     private let state = Mutex(State())
 
     private struct State {
@@ -35,7 +35,7 @@ public final class AdminConnections: Sendable {
         var requests = 0
     }
 
-    public init(maximum: Int) {
+    init(maximum: Int) {
         self.maximum = max(1, maximum)
     }
 
