@@ -7,7 +7,8 @@ import TollgateCore
 /// `400` names the member at fault: unknown members, wrong types and bad values alike.
 ///
 /// Read by hand rather than through `Codable`: a decoding error's path is awkward to turn
-/// into a field name, and an unknown member must be an error, not silently dropped.
+/// into a field name, and an unknown or repeated member must be an error, not silently
+/// dropped or overwritten.
 struct AdminBody {
     /// The largest body accepted; admin bodies are a few hundred bytes.
     static let maximumSize = 64 * 1024
@@ -35,6 +36,11 @@ struct AdminBody {
         }
         guard let object = parsed as? [String: Any] else {
             throw AdminError.badField("body", "must be a JSON object")
+        }
+        // Parsers disagree on which of two same-named members counts (this one keeps the
+        // last): a body that says two things is refused rather than read one way.
+        if let repeated = JSONMembers.names(in: buffer.readableBytesView).flatMap(JSONMembers.firstRepeat) {
+            throw AdminError.badField(TollgateError.excerpt(repeated), "appears twice in the body: give each member once")
         }
         if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
             throw AdminError.badField(

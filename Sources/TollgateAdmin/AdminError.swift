@@ -32,6 +32,16 @@ public struct AdminError: Error, Sendable {
         AdminError(status: .notFound, code: "key_not_found", detail: "No key has id \(TollgateError.quote(id)).")
     }
 
+    /// `/admin/v1` on a server started without an admin token: `404`, saying how to turn
+    /// it on.
+    static var adminAPIOff: AdminError {
+        AdminError(
+            status: .notFound, code: "not_found",
+            detail:
+                "The admin API is off: no admin token was set. Start 'tollgate serve' with --admin-token-file PATH or TOLLGATE_ADMIN_TOKEN to serve it."
+        )
+    }
+
     static var missingToken: AdminError {
         var error = AdminError(
             status: .unauthorized, code: "missing_admin_token",

@@ -10,6 +10,8 @@ import TollgateCore
 struct KeyRoutes<Store: KeyStore, Clock: WallClock>: Sendable {
     let store: Store
     let clock: Clock
+    /// Where exports run (see ``ExportLane``); inline without one.
+    let exports: ExportLane?
 
     /// The most keys one `GET /admin/v1/keys` page holds, and its default size.
     static var maximumPageSize: Int { 1000 }
@@ -185,15 +187,16 @@ struct KeyRoutes<Store: KeyStore, Clock: WallClock>: Sendable {
             throw AdminError.badField("format", "\(TollgateError.quote(text)) is not a format: use json, ndjson or csv")
         }
         let now = clock.now
-        let first = try await store.usagePage(after: nil, limit: UsageExport.pageSize)
+        let first = try await UsageExport.readPage(store, after: nil, limit: UsageExport.pageSize, lane: exports)
         let store = self.store
+        let exports = self.exports
         let logger = context.logger
         return Response(
             status: .ok,
             headers: [.contentType: format.contentType, .cacheControl: "no-store"],
             body: ResponseBody { writer in
                 do {
-                    try await UsageExport.write(store: store, format: format, now: now, firstPage: first) { buffer in
+                    try await UsageExport.write(store: store, format: format, now: now, firstPage: first, lane: exports) { buffer in
                         try await writer.write(buffer)
                     }
                 } catch {
@@ -253,11 +256,6 @@ extension AdminBody {
         if isNull("name") { throw AdminError.badField("name", "must be a string (\"\" for no name)") }
         return try string("name")
     }
-}
-
-extension AdminRequestContext {
-    /// The peer's address for log lines, or `unknown`.
-    var remote: String { remoteAddress.map { "\($0)" } ?? "unknown" }
 }
 
 extension HTTPField.Name {

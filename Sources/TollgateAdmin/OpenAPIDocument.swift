@@ -4,13 +4,16 @@
 /// the binary it built, so a `tollgate` copied onto `PATH` would lose them. `AdminDocumentTests`
 /// proves the routes and this document agree, and CI fuzzes the server against it.
 enum OpenAPIDocument {
-    static let json = #"""
+    static let json = paths + components
+
+    /// The document up to its `components`: the header and every operation.
+    private static let paths = #"""
         {
           "openapi": "3.1.0",
           "info": {
             "title": "Tollgate admin API",
             "version": "1.0.0",
-            "description": "The control plane of Tollgate, an API-key gateway: keys, their usage, rotation and usage exports. Served on the admin listener under /admin/v1 only when an admin token is configured; every operation but this document needs `Authorization: Bearer ADMIN_TOKEN`. Errors are application/problem+json with `title`, `status`, `detail`, `code` and, for a bad request member, `field`."
+            "description": "The control plane of Tollgate, an API-key gateway: keys, their usage, rotation and usage exports. Served on the admin listener under /admin/v1 only when an admin token is configured; every operation but this document needs `Authorization: Bearer ADMIN_TOKEN`. Errors are application/problem+json with `title`, `status`, `detail`, `code` and, for a bad request member, `field`. A request whose `Host` is neither an IP address, `localhost` nor a name the server allows (`--admin-allowed-host`) is answered 421 `host_not_allowed`, against DNS rebinding."
           },
           "security": [
             {
@@ -32,6 +35,9 @@ enum OpenAPIDocument {
                         }
                       }
                     }
+                  },
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   }
                 },
                 "security": []
@@ -60,17 +66,20 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
                   "400": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
                   },
                   "409": {
                     "$ref": "#/components/responses/Problem"
                   },
                   "413": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   },
                   "503": {
                     "$ref": "#/components/responses/Problem"
@@ -112,11 +121,14 @@ enum OpenAPIDocument {
                       }
                     }
                   },
+                  "400": {
+                    "$ref": "#/components/responses/Problem"
+                  },
                   "401": {
                     "$ref": "#/components/responses/Unauthorized"
                   },
-                  "400": {
-                    "$ref": "#/components/responses/Problem"
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   },
                   "503": {
                     "$ref": "#/components/responses/Problem"
@@ -175,6 +187,9 @@ enum OpenAPIDocument {
                   "404": {
                     "$ref": "#/components/responses/Problem"
                   },
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
+                  },
                   "503": {
                     "$ref": "#/components/responses/Problem"
                   }
@@ -204,20 +219,23 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
                   "400": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
                   },
                   "404": {
                     "$ref": "#/components/responses/Problem"
                   },
+                  "412": {
+                    "$ref": "#/components/responses/PreconditionFailed"
+                  },
                   "413": {
                     "$ref": "#/components/responses/Problem"
                   },
-                  "412": {
-                    "$ref": "#/components/responses/PreconditionFailed"
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   },
                   "503": {
                     "$ref": "#/components/responses/Problem"
@@ -246,14 +264,17 @@ enum OpenAPIDocument {
                   "204": {
                     "description": "Revoked."
                   },
-                  "412": {
-                    "$ref": "#/components/responses/PreconditionFailed"
-                  },
                   "401": {
                     "$ref": "#/components/responses/Unauthorized"
                   },
                   "404": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "412": {
+                    "$ref": "#/components/responses/PreconditionFailed"
+                  },
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   },
                   "503": {
                     "$ref": "#/components/responses/Problem"
@@ -286,6 +307,9 @@ enum OpenAPIDocument {
                   },
                   "404": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   },
                   "503": {
                     "$ref": "#/components/responses/Problem"
@@ -321,17 +345,20 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
                   "400": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
                   },
                   "404": {
                     "$ref": "#/components/responses/Problem"
                   },
                   "413": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   },
                   "503": {
                     "$ref": "#/components/responses/Problem"
@@ -371,11 +398,11 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
                   "400": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
                   },
                   "404": {
                     "$ref": "#/components/responses/Problem"
@@ -385,6 +412,9 @@ enum OpenAPIDocument {
                   },
                   "413": {
                     "$ref": "#/components/responses/Problem"
+                  },
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   },
                   "503": {
                     "$ref": "#/components/responses/Problem"
@@ -430,11 +460,14 @@ enum OpenAPIDocument {
                       }
                     }
                   },
+                  "400": {
+                    "$ref": "#/components/responses/Problem"
+                  },
                   "401": {
                     "$ref": "#/components/responses/Unauthorized"
                   },
-                  "400": {
-                    "$ref": "#/components/responses/Problem"
+                  "421": {
+                    "$ref": "#/components/responses/HostNotAllowed"
                   },
                   "503": {
                     "$ref": "#/components/responses/Problem"
@@ -458,328 +491,5 @@ enum OpenAPIDocument {
               }
             }
           },
-          "components": {
-            "securitySchemes": {
-              "adminToken": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "The token from TOLLGATE_ADMIN_TOKEN, --admin-token-file or --admin-token."
-              }
-            },
-            "parameters": {
-              "KeyID": {
-                "name": "id",
-                "in": "path",
-                "required": true,
-                "description": "The key's public id.",
-                "schema": {
-                  "type": "string",
-                  "minLength": 1,
-                  "maxLength": 64
-                }
-              },
-              "IfMatch": {
-                "name": "If-Match",
-                "in": "header",
-                "required": false,
-                "description": "Change the key only if it is still as read: an ETag from GET or PATCH (a list of them, or *). A key changed since is answered 412 precondition_failed and left as it is.",
-                "schema": {
-                  "type": "string"
-                }
-              }
-            },
-            "headers": {
-              "ETag": {
-                "description": "The version of the key's record, for If-Match; opaque.",
-                "schema": {
-                  "type": "string"
-                }
-              }
-            },
-            "responses": {
-              "PreconditionFailed": {
-                "description": "If-Match names a version the key is no longer at (precondition_failed): read it again.",
-                "content": {
-                  "application/problem+json": {
-                    "schema": {
-                      "$ref": "#/components/schemas/Problem"
-                    }
-                  }
-                }
-              },
-              "Problem": {
-                "description": "An error (RFC 9457).",
-                "content": {
-                  "application/problem+json": {
-                    "schema": {
-                      "$ref": "#/components/schemas/Problem"
-                    }
-                  }
-                }
-              },
-              "Unauthorized": {
-                "description": "No admin token, or not the right one.",
-                "headers": {
-                  "WWW-Authenticate": {
-                    "description": "Bearer.",
-                    "schema": {
-                      "type": "string"
-                    }
-                  }
-                },
-                "content": {
-                  "application/problem+json": {
-                    "schema": {
-                      "$ref": "#/components/schemas/Problem"
-                    }
-                  }
-                }
-              }
-            },
-            "schemas": {
-              "Problem": {
-                "type": "object",
-                "required": [
-                  "title",
-                  "status",
-                  "detail",
-                  "code"
-                ],
-                "properties": {
-                  "title": {
-                    "type": "string"
-                  },
-                  "status": {
-                    "type": "integer"
-                  },
-                  "detail": {
-                    "type": "string"
-                  },
-                  "code": {
-                    "type": "string",
-                    "description": "invalid_request, key_not_found, key_exists, missing_admin_token, invalid_admin_token, body_too_large, not_found, store_unavailable, internal_error."
-                  },
-                  "field": {
-                    "type": "string",
-                    "description": "The request member at fault, e.g. `limits[1]`."
-                  },
-                  "correlation_id": {
-                    "type": "string",
-                    "description": "On a 5xx: the id the server's log line holds."
-                  }
-                }
-              },
-              "Key": {
-                "type": "object",
-                "required": [
-                  "id",
-                  "name",
-                  "scopes",
-                  "limits",
-                  "status",
-                  "created_at"
-                ],
-                "properties": {
-                  "id": {
-                    "type": "string"
-                  },
-                  "name": {
-                    "type": "string"
-                  },
-                  "scopes": {
-                    "type": "array",
-                    "items": {
-                      "type": "string"
-                    }
-                  },
-                  "limits": {
-                    "type": "array",
-                    "items": {
-                      "type": "string"
-                    }
-                  },
-                  "status": {
-                    "type": "string",
-                    "enum": [
-                      "active",
-                      "revoked",
-                      "expired"
-                    ]
-                  },
-                  "created_at": {
-                    "type": "string",
-                    "format": "date-time"
-                  },
-                  "expires_at": {
-                    "type": "string",
-                    "format": "date-time"
-                  },
-                  "revoked_at": {
-                    "type": "string",
-                    "format": "date-time"
-                  }
-                }
-              },
-              "IssuedKey": {
-                "allOf": [
-                  {
-                    "$ref": "#/components/schemas/Key"
-                  },
-                  {
-                    "type": "object",
-                    "required": [
-                      "key"
-                    ],
-                    "properties": {
-                      "key": {
-                        "type": "string",
-                        "description": "The secret, shown this once."
-                      },
-                      "previous_key_expires_at": {
-                        "type": "string",
-                        "format": "date-time",
-                        "description": "After a rotation: when the previous secret stops working."
-                      }
-                    }
-                  }
-                ]
-              },
-              "KeyCreate": {
-                "type": "object",
-                "additionalProperties": false,
-                "properties": {
-                  "name": {
-                    "type": "string",
-                    "maxLength": 200,
-                    "description": "A name to recognize the key by; printable text."
-                  },
-                  "scopes": {
-                    "type": "array",
-                    "items": {
-                      "type": "string"
-                    },
-                    "description": "API patterns the key may reach: `*`, `api1`, `api1*`, `api1/`, `/`."
-                  },
-                  "limits": {
-                    "type": "array",
-                    "maxItems": 64,
-                    "items": {
-                      "type": "string"
-                    },
-                    "description": "Quotas as on the CLI: `N/PERIOD` or `PATTERN:N/PERIOD`, PERIOD one of total, second, minute, hour, day, month."
-                  },
-                  "expires_at": {
-                    "type": [
-                      "string",
-                      "null"
-                    ],
-                    "description": "A span from now (`30d`, `12h`), a date (`2030-01-01`) or an RFC 3339 time; `null` for no expiry."
-                  }
-                }
-              },
-              "KeyUpdate": {
-                "$ref": "#/components/schemas/KeyCreate"
-              },
-              "Rotate": {
-                "type": "object",
-                "additionalProperties": false,
-                "properties": {
-                  "overlap": {
-                    "type": "string",
-                    "description": "How long the previous secret keeps working: a span such as `24h`, `30m`, `7d` or `0s` (default `24h`, at most `365d`)."
-                  }
-                }
-              },
-              "Usage": {
-                "type": "object",
-                "required": [
-                  "id",
-                  "name",
-                  "apis",
-                  "limits"
-                ],
-                "properties": {
-                  "id": {
-                    "type": "string"
-                  },
-                  "name": {
-                    "type": "string"
-                  },
-                  "apis": {
-                    "type": "object",
-                    "additionalProperties": {
-                      "type": "object",
-                      "required": [
-                        "admitted",
-                        "denied",
-                        "denied_by_reason"
-                      ],
-                      "properties": {
-                        "admitted": {
-                          "type": "integer"
-                        },
-                        "denied": {
-                          "type": "integer"
-                        },
-                        "denied_by_reason": {
-                          "type": "object",
-                          "additionalProperties": {
-                            "type": "integer"
-                          }
-                        }
-                      }
-                    }
-                  },
-                  "limits": {
-                    "type": "array",
-                    "items": {
-                      "type": "object",
-                      "required": [
-                        "scope",
-                        "limit",
-                        "period",
-                        "used",
-                        "remaining",
-                        "resets_at"
-                      ],
-                      "properties": {
-                        "scope": {
-                          "type": "string"
-                        },
-                        "limit": {
-                          "type": "integer"
-                        },
-                        "period": {
-                          "type": "string",
-                          "enum": [
-                            "total",
-                            "second",
-                            "minute",
-                            "hour",
-                            "day",
-                            "month"
-                          ]
-                        },
-                        "used": {
-                          "type": "integer"
-                        },
-                        "remaining": {
-                          "type": "integer"
-                        },
-                        "resets_at": {
-                          "type": [
-                            "string",
-                            "null"
-                          ],
-                          "format": "date-time"
-                        }
-                      }
-                    }
-                  }
-                }
-              }
-            }
-          }
-        }
         """#
 }

@@ -30,50 +30,69 @@ public enum UsageExport {
 
     /// Writes the export of `store` to `sink`, one chunk per page of keys. `firstPage`, if
     /// given, is the page already read (so that a failing store is found before an answer
-    /// has begun).
+    /// has begun). With `lane`, pages are read and encoded in it (see ``ExportLane``).
     public static func write(
         store: some KeyStore,
         format: Format,
         now: Timestamp,
         firstPage: [KeyUsage]? = nil,
         pageSize: Int = pageSize,
+        lane: ExportLane? = nil,
         to sink: (ByteBuffer) async throws -> Void
     ) async throws {
-        var buffer = ByteBuffer()
-        switch format {
-        case .json: buffer.writeString("[")
-        case .csv: buffer.writeString(csvHeader + "\r\n")
-        case .ndjson: break
-        }
         var page: [KeyUsage]
         if let firstPage {
             page = firstPage
         } else {
-            page = try await store.usagePage(after: nil, limit: pageSize)
+            page = try await readPage(store, after: nil, limit: pageSize, lane: lane)
         }
-        var first = true
+        var isFirst = true
         while true {
-            for entry in page {
-                let report = UsageReport(key: entry.key, usage: entry.usage, now: now)
-                switch format {
-                case .json:
-                    buffer.writeString(first ? "\n" : ",\n")
-                    buffer.writeImmutableBuffer(encodeJSON(report))
-                case .ndjson:
-                    buffer.writeImmutableBuffer(encodeJSON(report))
-                    buffer.writeString("\n")
-                case .csv:
-                    for row in csvRows(report) { buffer.writeString(row + "\r\n") }
-                }
-                first = false
-            }
-            if page.count < pageSize || page.isEmpty { break }
-            try await sink(buffer)
-            buffer.clear()
-            page = try await store.usagePage(after: page.last?.key.id, limit: pageSize)
+            let last = page.count < pageSize || page.isEmpty
+            let entries = page
+            let first = isFirst
+            let chunk =
+                try await lane?.encode { encode(entries, format: format, now: now, first: first, last: last) }
+                ?? encode(entries, format: format, now: now, first: first, last: last)
+            try await sink(chunk)
+            if last { return }
+            isFirst = false
+            page = try await readPage(store, after: page.last?.key.id, limit: pageSize, lane: lane)
         }
-        if format == .json { buffer.writeString(first ? "]\n" : "\n]\n") }
-        try await sink(buffer)
+    }
+
+    /// A page of keys and their usage, read in `lane` if there is one.
+    static func readPage(_ store: some KeyStore, after: KeyID?, limit: Int, lane: ExportLane?) async throws -> [KeyUsage] {
+        guard let lane else { return try await store.usagePage(after: after, limit: limit) }
+        return try await lane.read { try await store.usagePage(after: after, limit: limit) }
+    }
+
+    /// One page of the export: with the format's opening on the first page, its closing on
+    /// the last.
+    static func encode(_ page: [KeyUsage], format: Format, now: Timestamp, first: Bool, last: Bool) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        if first {
+            switch format {
+            case .json: buffer.writeString("[")
+            case .csv: buffer.writeString(csvHeader + "\r\n")
+            case .ndjson: break
+            }
+        }
+        for (index, entry) in page.enumerated() {
+            let report = UsageReport(key: entry.key, usage: entry.usage, now: now)
+            switch format {
+            case .json:
+                buffer.writeString(first && index == 0 ? "\n" : ",\n")
+                buffer.writeImmutableBuffer(encodeJSON(report))
+            case .ndjson:
+                buffer.writeImmutableBuffer(encodeJSON(report))
+                buffer.writeString("\n")
+            case .csv:
+                for row in csvRows(report) { buffer.writeString(row + "\r\n") }
+            }
+        }
+        if last && format == .json { buffer.writeString(first && page.isEmpty ? "]\n" : "\n]\n") }
+        return buffer
     }
 
     // MARK: CSV

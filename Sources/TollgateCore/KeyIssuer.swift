@@ -3,6 +3,12 @@
 public enum KeyIssuer {
     /// The most limits one key may hold (the ledger tracks a request's counters in a word).
     public static let maximumLimits = 64
+    /// The most scope patterns one key may hold: listings print them all, and a request
+    /// checks each in turn.
+    public static let maximumScopes = 64
+    /// The longest pattern, in a scope or a limit: a route's name and the path below it,
+    /// with room to spare. Patterns are ASCII, so this counts characters too.
+    public static let maximumPatternLength = 256
     public static let maximumSecretLength = 512
 
     /// Makes a key from `draft`, with `secret` if the operator chose one, else a new one.
@@ -32,6 +38,21 @@ public enum KeyIssuer {
         if draft.limits.count > maximumLimits {
             throw TollgateError(.invalidLimit, "a key may hold at most \(maximumLimits) limits; this one has \(draft.limits.count)")
         }
+        if draft.scopes.count > maximumScopes {
+            throw TollgateError(.invalidScope, "a key may hold at most \(maximumScopes) scopes; this one has \(draft.scopes.count)")
+        }
+        if let long = draft.scopes.first(where: { $0.description.utf8.count > maximumPatternLength }) {
+            throw TollgateError(
+                .invalidScope,
+                "scope pattern \(TollgateError.quote(long.description)) is longer than \(maximumPatternLength) characters: name the API, not the whole path"
+            )
+        }
+        if let long = draft.limits.first(where: { $0.scope.description.utf8.count > maximumPatternLength }) {
+            throw TollgateError(
+                .invalidLimit,
+                "limit \(TollgateError.quote(long.description)) has a pattern longer than \(maximumPatternLength) characters: name the API, not the whole path"
+            )
+        }
         if let expiry = draft.expiresAt, expiry <= now {
             throw TollgateError(.invalidTime, "the expiry \(expiry) is in the past: give a later time, e.g. '30d' or '2030-01-01'")
         }
@@ -41,10 +62,31 @@ public enum KeyIssuer {
         // Names are printed in listings and logs: a control character could rewrite a terminal.
         // Printable ASCII, the usual name, is checked byte by byte; the rest scalar by scalar.
         let printableASCII = draft.name.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
-        if !printableASCII && draft.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+        if !printableASCII { try validate(nonASCIIName: draft.name) }
+    }
+
+    private static func validate(nonASCIIName name: String) throws(TollgateError) {
+        if name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw TollgateError(
                 .invalidInput,
-                "the name \(TollgateError.quote(draft.name)) holds a control character (a tab, newline or escape): use printable text")
+                "the name \(TollgateError.quote(name)) holds a control character (a tab, newline or escape): use printable text")
+        }
+        // Invisible and direction-changing characters (U+202E, zero-width spaces) and line
+        // separators make a name in a listing read as another, or as several lines.
+        if let hidden = name.unicodeScalars.first(where: isHidden) {
+            throw TollgateError(
+                .invalidInput,
+                "the name \(TollgateError.quote(name)) holds \(hidden.codePoint), an invisible, direction-changing or line-separating character that could make a listing mislead: use visible text"
+            )
+        }
+    }
+
+    /// A format character (Cf: bidirectional controls, zero-width characters, U+FEFF) or a
+    /// line or paragraph separator (U+2028, U+2029).
+    private static func isHidden(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .format, .lineSeparator, .paragraphSeparator: true
+        default: false
         }
     }
 
@@ -63,6 +105,14 @@ public enum KeyIssuer {
                 "a key that starts with '\(KeySecret.marker)' must be one Tollgate generated (its checksum does not match): leave out --key to generate one, or choose a key without that prefix"
             )
         }
+    }
+}
+
+extension Unicode.Scalar {
+    /// `U+202E`: how messages name a character they cannot show.
+    var codePoint: String {
+        let hex = String(value, radix: 16, uppercase: true)
+        return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
     }
 }
 

@@ -32,10 +32,19 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
             }
             rest = rest[rest.index(after: colon)...]
         }
-        guard let slash = rest.firstIndex(of: "/") else { throw bad("no '/PERIOD'") }
+        guard let slash = rest.firstIndex(of: "/") else {
+            // `api1:10/minute:extra`: the last ':' left a piece that is no quota at all.
+            throw bad(rest.count < spec.count ? "\(TollgateError.quote(rest)) after the last ':' is not N/PERIOD" : "no '/PERIOD'")
+        }
         let number = rest[..<slash]
-        guard !number.isEmpty, number.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let quota = Int64(number) else {
-            throw bad("\(TollgateError.quote(number)) is not a whole number")
+        guard !number.isEmpty, number.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+            throw bad(
+                number.first == "-"
+                    ? "\(TollgateError.quote(number)) is negative: a quota is 0 or more"
+                    : "\(TollgateError.quote(number)) is not a whole number")
+        }
+        guard let quota = Int64(number) else {
+            throw bad("\(TollgateError.quote(number)) is too large: a quota is at most \(Int64.max)")
         }
         guard let period = QuotaPeriod(rawValue: String(rest[rest.index(after: slash)...]).lowercased()) else {
             throw bad("\(TollgateError.quote(rest[rest.index(after: slash)...])) is not a period")

@@ -22,10 +22,15 @@ public struct KeyReport: Sendable, Hashable, Codable {
         name = key.name
         scopes = key.scopes
         limits = key.limits
-        status = key.revokedAt != nil ? "revoked" : key.isExpired(at: now) ? "expired" : "active"
+        status = Self.status(of: key, at: now)
         createdAt = key.createdAt.iso8601
         expiresAt = key.expiresAt?.iso8601
         revokedAt = key.revokedAt?.iso8601
+    }
+
+    /// `active`, `revoked` or `expired`, as listings and usage reports spell it.
+    public static func status(of key: APIKey, at now: Timestamp) -> String {
+        key.revokedAt != nil ? "revoked" : key.isExpired(at: now) ? "expired" : "active"
     }
 }
 
@@ -70,12 +75,16 @@ public struct UsageReport: Sendable, Hashable, Codable {
 
     public var id: KeyID
     public var name: String
+    /// `active`, `revoked` or `expired`: what is left of a limit serves nothing unless the
+    /// key is active.
+    public var status: String
     public var apis: [String: API]
     public var limits: [Limit]
 
     public init(key: APIKey, usage: UsageSnapshot?, now: Timestamp) {
         id = key.id
         name = key.name
+        status = KeyReport.status(of: key, at: now)
         apis = (usage?.apis ?? [:]).mapValues { counts in
             API(
                 admitted: counts.admitted,

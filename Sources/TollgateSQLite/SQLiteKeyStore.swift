@@ -83,6 +83,7 @@ public final class SQLiteKeyStore: KeyStore {
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
+        SQLiteFileMode.createIfMissing(path: configuration.path)
         do {
             pool = try DatabasePool(path: configuration.path, configuration: config)
             // GRDB sets `synchronous = NORMAL` on the writer when it turns WAL on, after

@@ -26,7 +26,7 @@ public struct ServeLock: ~Copyable, Sendable {
     /// Takes the lock on the database at `storePath` (creating an empty file if there is
     /// none, which SQLite then initializes), or fails naming the remedy.
     public init(storePath: String) throws(TollgateError) {
-        let descriptor = open(storePath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let descriptor = open(storePath, O_RDWR | O_CREAT | O_CLOEXEC, SQLiteFileMode.mode)
         guard descriptor >= 0 else {
             let reason = String(cString: strerror(errno))
             throw TollgateError(

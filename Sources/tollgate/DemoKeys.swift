@@ -44,8 +44,8 @@ enum DemoKeys {
         }
         let title =
             restored == 0
-            ? "Demo keys created (scope *, quota per total; each start with --demo restores their full quota):"
-            : "Demo keys restored to their full quota (scope *, quota per total; usage from earlier runs is reset):"
+            ? "Demo keys created (scope *, each with a quota in total that never resets; each start with --demo restores it):"
+            : "Demo keys restored to their full quota (scope *, each with a quota in total; usage from earlier runs is reset):"
         return [title, "  KEY      LEFT OF QUOTA ID"] + lines
     }
 

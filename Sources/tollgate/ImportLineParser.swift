@@ -6,8 +6,9 @@ import TollgateCore
 ///
 /// It only ever answers a line that `JSONDecoder` would decode to the same value: anything
 /// else (an escape, a number, a nested object, an unknown or repeated field, bytes that are
-/// not UTF-8, a scope or limit that does not parse) returns `nil`, and the caller decodes
-/// that line with `JSONDecoder`, so that every message stays as it was.
+/// not UTF-8, a scope or limit that does not parse) returns `nil`, and the caller refuses
+/// unknown and repeated members and decodes the rest with `JSONDecoder`, so that every
+/// message stays as it was.
 enum ImportLineParser {
     /// Scopes and limits parsed already: files repeat the same few on every line.
     struct Specs {

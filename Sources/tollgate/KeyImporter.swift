@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 import TollgateCore
 
-/// Reads a `keys import` file in two streaming passes: ``check(_:now:routes:)`` checks every
+/// Reads a `keys import` file in two streaming passes: ``check(_:now:apis:)`` checks every
 /// line (and finds a key or id on two lines) before anything is stored, then ``Batches``
 /// decodes it again for the store, a chunk at a time. Neither holds the whole file or all of
 /// its keys: at most a chunk of lines, and 40 bytes a key for finding repeats.
@@ -26,12 +26,12 @@ enum KeyImporter {
 
     /// Checks every line of `file`: each must be a valid key, and no secret, digest or id
     /// may appear on two lines. Throws the first problem, naming its line(s).
-    static func check(_ file: ImportFile, now: Timestamp, routes: [String]) throws(TollgateError) -> Report {
+    static func check(_ file: ImportFile, now: Timestamp, apis: [KeyAdvice.ServedAPI]?) throws(TollgateError) -> Report {
         var report = Report()
         var repeats = RepeatFinder()
         var chunks = file.lines()
         while let chunk = try chunks.next() {
-            let decoded = decode(chunk, now: now, routes: routes)
+            let decoded = decode(chunk, now: now, pass: .check(apis: apis))
             for (offset, line) in decoded.enumerated() {
                 let number = chunk.firstLine + offset
                 switch line {
@@ -139,7 +139,7 @@ enum KeyImporter {
                 }
                 var keys: [APIKey] = []
                 keys.reserveCapacity(chunk.lines.count)
-                for (offset, line) in KeyImporter.decode(chunk, now: now, routes: nil).enumerated() {
+                for (offset, line) in KeyImporter.decode(chunk, now: now, pass: .store).enumerated() {
                     switch line {
                     case .blank: continue
                     case .failure(let failure): throw failure.error(file: file.name, line: chunk.firstLine + offset)
@@ -185,9 +185,17 @@ enum KeyImporter {
     /// The id a line without one has while it is checked: it is never stored.
     static let placeholderID = KeyID(rawValue: "key_0000000000000000")
 
-    /// Decodes a chunk's lines on every core; the result is in line order. Warnings are
-    /// worked out only when `routes` is given.
-    static func decode(_ chunk: LineChunks.Chunk, now: Timestamp, routes: [String]?) -> [Line] {
+    /// What a decoding pass is for.
+    enum Pass: Sendable {
+        /// Checking: ids are placeholders, and warnings are worked out (those about routes
+        /// only when the served APIs are known).
+        case check(apis: [KeyAdvice.ServedAPI]?)
+        /// Storing: lines without an id get a new one; no warnings.
+        case store
+    }
+
+    /// Decodes a chunk's lines on every core; the result is in line order.
+    static func decode(_ chunk: LineChunks.Chunk, now: Timestamp, pass: Pass) -> [Line] {
         let count = chunk.lines.count
         // A few slices a core, so that a slow slice does not leave a core idle.
         let slices = min(count, max(1, ProcessInfo.processInfo.activeProcessorCount * 4))
@@ -197,16 +205,19 @@ enum KeyImporter {
             let input = UncheckedSendable(chunk)
             DispatchQueue.concurrentPerform(iterations: slices) { slice in
                 let decoder = JSONDecoder()
-                // Ids are made only for the store: checking (when routes are given) needs
-                // none, and gets one that passes the id grammar.
+                // Ids are made only for the store: checking needs none, and gets one that
+                // passes the id grammar.
                 var random = BulkRandom()
                 var specs = ImportLineParser.Specs()
-                let newID = { routes == nil ? KeyID.generate(using: &random) : KeyImporter.placeholderID }
+                let newID = {
+                    if case .store = pass { return KeyID.generate(using: &random) }
+                    return KeyImporter.placeholderID
+                }
                 let range = (count * slice / slices)..<(count * (slice + 1) / slices)
                 input.value.bytes.withUnsafeBufferPointer { bytes in
                     for index in range {
                         let line = UnsafeBufferPointer(rebasing: bytes[input.value.lines[index]])
-                        output.value[index] = decodeLine(line, decoder: decoder, specs: &specs, now: now, routes: routes, newID: newID)
+                        output.value[index] = decodeLine(line, decoder: decoder, specs: &specs, now: now, pass: pass, newID: newID)
                     }
                 }
             }
@@ -216,18 +227,46 @@ enum KeyImporter {
 
     private static func decodeLine(
         _ line: UnsafeBufferPointer<UInt8>, decoder: JSONDecoder, specs: inout ImportLineParser.Specs, now: Timestamp,
-        routes: [String]?, newID: () -> KeyID
+        pass: Pass, newID: () -> KeyID
     ) -> Line {
         if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\t") }) { return .blank }
         do {
-            let entry = try ImportLineParser.parse(line, specs: &specs) ?? decoder.decode(KeyImportLine.self, from: Data(line))
+            let entry: KeyImportLine
+            if let parsed = ImportLineParser.parse(line, specs: &specs) {
+                entry = parsed
+            } else {
+                // The decoder drops members it does not know and keeps the last of two with
+                // one name: a misspelt "limit" would import an unlimited key.
+                try checkMembers(line)
+                entry = try decoder.decode(KeyImportLine.self, from: Data(line))
+            }
             let key = try self.key(from: entry, now: now, newID: newID)
-            let warnings = routes.map { KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, routes: $0) } ?? []
+            var warnings: [String] = []
+            if case .check(let apis) = pass { warnings = KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, apis: apis) }
             return .key(key, hasOwnID: entry.id != nil, warnings: warnings)
         } catch let error as TollgateError {
             return .failure(.invalid(error))
         } catch {
             return .failure(.notAKeyObject(describe(error)))
+        }
+    }
+
+    /// The members a line may have.
+    static let members = ["key", "digest", "id", "name", "scopes", "limits", "expires_at"]
+
+    /// Refuses a line with a member no key has or a member given twice. A line that is
+    /// not an object is left to the decoder, whose message says so.
+    static func checkMembers(_ line: UnsafeBufferPointer<UInt8>) throws(TollgateError) {
+        guard let names = JSONMembers.names(in: line) else { return }
+        if let repeated = JSONMembers.firstRepeat(in: names) {
+            throw TollgateError(.invalidInput, "\"\(TollgateError.excerpt(repeated))\" appears twice: give each member once")
+        }
+        if let unknown = names.first(where: { !members.contains($0) }) {
+            let suggestion = Spelling.closest(to: unknown, among: members).map { " (did you mean \"\($0)\"?)" } ?? ""
+            throw TollgateError(
+                .invalidInput,
+                "\"\(TollgateError.excerpt(unknown))\" is not a member of a key line\(suggestion); the members are \(members.joined(separator: ", "))"
+            )
         }
     }
 

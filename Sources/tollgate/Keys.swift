@@ -39,10 +39,12 @@ extension Keys {
         @Option(name: .customLong("key"), help: "Use this secret instead of generating one (e.g. when migrating).") var secret: String?
         @Flag(help: "Print one JSON object.") var json = false
         @OptionGroup var storeOptions: KeyStoreOptions
+        @OptionGroup var routeOptions: RouteOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
+                let apis = try routeOptions.servedAPIs()
                 let draft = KeyDraft(
                     name: name,
                     scopes: try scopes.map { text throws(TollgateError) in try ScopePattern(parsing: text) },
@@ -51,7 +53,7 @@ extension Keys {
                 )
                 let (key, secret) = try KeyIssuer.issue(draft, secret: self.secret, now: now)
                 try await withStore(storeOptions, .create) { store in try await store.createKey(key) }
-                for warning in KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, routes: servedRoutes) {
+                for warning in KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, apis: apis) {
                     printError("warning: \(warning)")
                 }
                 if json {
@@ -80,8 +82,7 @@ extension Keys {
                     ["ID", "STATUS", "NAME", "SCOPES", "LIMITS", "EXPIRES"],
                     reports.map { report in
                         [
-                            report.id.rawValue, report.status, report.name,
-                            report.scopes.map(\.description).joined(separator: ","), limitsText(report.limits, separator: ","),
+                            report.id.rawValue, report.status, report.name, scopesText(report.scopes), limitsText(report.limits),
                             report.expiresAt ?? "never",
                         ]
                     }
@@ -108,8 +109,8 @@ extension Keys {
                 print("id:       \(report.id)")
                 print("name:     \(report.name)")
                 print("status:   \(report.status)")
-                print("scopes:   \(report.scopes.map(\.description).joined(separator: " "))")
-                print("limits:   \(limitsText(report.limits, separator: " "))")
+                print("scopes:   \(scopesText(report.scopes))")
+                print("limits:   \(limitsText(report.limits))")
                 print("created:  \(report.createdAt)")
                 if let expires = report.expiresAt { print("expires:  \(expires)") }
                 if let revoked = report.revokedAt { print("revoked:  \(revoked)") }
@@ -147,20 +148,24 @@ extension Keys {
 
                 Ids are 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit. Every \
                 line is checked before any key is stored, and an id or key that appears on two lines is \
-                an error naming both; keys whose secret or id the store already has are skipped, so an \
-                import can be run again. Limits that can never apply are warned about, by line.
+                an error naming both, as is a member no key has or one given twice; keys whose secret or \
+                id the store already has are skipped, so an import can be run again. Limits that can \
+                never apply are warned about, by line (with --config, also scopes and limits that reach \
+                none of the file's routes).
                 """
         )
         @Argument(help: "The NDJSON file, or - for standard input.") var file: String
         @OptionGroup var storeOptions: KeyStoreOptions
+        @OptionGroup var routeOptions: RouteOptions
 
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
+                let apis = try routeOptions.servedAPIs()
                 let input = try ImportFile(path: file)
                 // Every line is checked before the store is opened; then the file is read
                 // again, a chunk at a time, into the store's one transaction.
-                let report = try KeyImporter.check(input, now: now, routes: servedRoutes)
+                let report = try KeyImporter.check(input, now: now, apis: apis)
                 let batches = KeyImporter.Batches(input, now: now, expectedKeys: report.keys)
                 // Redis's replies to a pipelined import queue behind each other: the usual
                 // 2 s command timeout could pass under load.
@@ -177,15 +182,17 @@ extension Keys {
     }
 }
 
-/// The APIs this build serves, which `keys create` and `keys import` check limits against.
-let servedRoutes = Route.defaults.map(\.name)
-
 /// The error for an id no key has, quoting at most a short excerpt of what was typed.
 func noKey(_ id: String) -> TollgateError {
     TollgateError(.keyNotFound, "no key has id \(TollgateError.quote(id)): 'tollgate keys list' shows the ids")
 }
 
+/// A key's scopes as listings print them; a key without scopes reaches "nothing".
+func scopesText(_ scopes: [ScopePattern]) -> String {
+    scopes.isEmpty ? "nothing" : scopes.map(\.description).joined(separator: ", ")
+}
+
 /// A key's limits as listings print them; a key without limits is "unlimited".
-func limitsText(_ limits: [LimitSpec], separator: String) -> String {
-    limits.isEmpty ? "unlimited" : limits.map(\.description).joined(separator: separator)
+func limitsText(_ limits: [LimitSpec]) -> String {
+    limits.isEmpty ? "unlimited" : limits.map(\.description).joined(separator: ", ")
 }

@@ -20,6 +20,7 @@ extension Keys {
         @Option(help: "A new expiry (a span, a date or an RFC 3339 time), or 'never'.") var expires: String?
         @Flag(help: "Print one JSON object.") var json = false
         @OptionGroup var storeOptions: KeyStoreOptions
+        @OptionGroup var routeOptions: RouteOptions
 
         func validate() throws {
             if unlimited && !limits.isEmpty { throw ValidationError("give --limit or --unlimited, not both") }
@@ -31,6 +32,7 @@ extension Keys {
         func run() async throws {
             try await reportingErrors {
                 let now = SystemWallClock().now
+                let apis = try routeOptions.servedAPIs()
                 // Everything is parsed before the store is opened: nothing half-applied.
                 let newScopes = try scopes.map { text throws(TollgateError) in try ScopePattern(parsing: text) }
                 let newLimits = try limits.map { text throws(TollgateError) in try LimitSpec(parsing: text) }
@@ -51,11 +53,20 @@ extension Keys {
                     guard let key = try await store.editKey(id: KeyID(rawValue: id), edit) else { throw noKey(id) }
                     return key
                 }
+                if !scopes.isEmpty || !limits.isEmpty {
+                    for warning in KeyAdvice.warnings(scopes: key.scopes, limits: key.limits, apis: apis) {
+                        printError("warning: \(warning)")
+                    }
+                }
                 let report = KeyReport(key, now: now)
                 if json { return try printJSON(report) }
+                // Everything the key now is, the name too: the edit may have raced another.
                 print(
-                    "Updated \(key.id): scopes \(report.scopes.map(\.description).joined(separator: " ")), limits \(limitsText(report.limits, separator: " ")), expires \(report.expiresAt ?? "never")."
+                    "Updated \(key.id): name \(report.name.isEmpty ? "(none)" : "'\(report.name)'"), scopes \(scopesText(report.scopes)), limits \(limitsText(report.limits)), expires \(report.expiresAt ?? "never")."
                 )
+                if report.status != "active" {
+                    print("The key is \(report.status), so it stays refused: the update changes its record, not that.")
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOHTTP1
 import ServiceLifecycle
 import Synchronization
 import TollgateCore
@@ -24,7 +25,7 @@ struct Routes: AsyncParsableCommand {
         func run() async throws {
             do {
                 let table = try RouteFile.load(path: file)
-                print("\(file): \(table.routes.count) routes, valid")
+                print("\(file): \(table.routes.count) route\(table.routes.count == 1 ? "" : "s"), valid")
                 for route in table.routes.sorted(by: { $0.name < $1.name }) { print("  \(describe(route))") }
                 if let auth = table.forwardAuthPath { print("  forward-auth at /\(auth)") }
             } catch {

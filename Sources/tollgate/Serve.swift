@@ -54,17 +54,34 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .customLong("admin-token-file"),
         help: ArgumentHelp(
-            "A file holding the admin API's bearer token (one line); preferred to --admin-token. Without a token, /admin/v1 answers 404.",
+            "A file holding the admin API's bearer token (one line), made with a new token (mode 0600) if missing. Without a token (this, TOLLGATE_ADMIN_TOKEN or --admin-token), /admin/v1 answers 404.",
             valueName: "PATH")
     )
     var adminTokenFile: String?
     @Option(
         name: .customLong("admin-token"),
         help: ArgumentHelp(
-            "The admin API's bearer token. Visible to every user in 'ps' while the server runs: prefer TOLLGATE_ADMIN_TOKEN or --admin-token-file.",
+            "The admin API's bearer token. Visible to every user in 'ps' while the server runs: prefer --admin-token-file or TOLLGATE_ADMIN_TOKEN.",
             valueName: "TOKEN")
     )
     var adminToken: String?
+    @Option(
+        name: .customLong("admin-max-connections"),
+        help: "Most control-plane connections held at once (default 64); at the cap the one idle longest is closed."
+    )
+    var adminMaxConnections: Int?
+    @Option(
+        name: .customLong("admin-idle-timeout"),
+        help: "Seconds a control-plane connection may idle, or take to send its request (default 10, or --idle-timeout if shorter)."
+    )
+    var adminIdleTimeout: Int?
+    @Option(
+        name: .customLong("admin-allowed-host"),
+        help: ArgumentHelp(
+            "A Host name the control plane answers besides IP addresses and localhost (repeatable; * for any): a guard against DNS rebinding.",
+            valueName: "NAME")
+    )
+    var adminAllowedHosts: [String] = []
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
     @Option(
@@ -88,6 +105,12 @@ struct Serve: AsyncParsableCommand {
         if let maxConnections, maxConnections < 1 {
             throw ValidationError("--max-connections must be at least 1")
         }
+        if let adminMaxConnections, adminMaxConnections < 1 {
+            throw ValidationError("--admin-max-connections must be at least 1")
+        }
+        if let adminIdleTimeout, adminIdleTimeout < 1 {
+            throw ValidationError("--admin-idle-timeout must be a positive number of seconds")
+        }
         if let eventLoops, eventLoops < 1 { throw ValidationError("--event-loops must be at least 1") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -109,22 +132,26 @@ struct Serve: AsyncParsableCommand {
         try await reportingErrors {
             let token = try AdminTokenSource.read(
                 argument: adminToken, file: adminTokenFile, environment: ProcessInfo.processInfo.environment["TOLLGATE_ADMIN_TOKEN"])
-            switch try storeOptions.location(storeTimeout: .milliseconds(Int64(storeTimeout))) {
+            let storeLocation = try storeOptions.location(storeTimeout: .milliseconds(Int64(storeTimeout)))
+            var warnings = token.warnings
+            if case .sqlite(let path, _) = storeLocation, let warning = SQLiteFileMode.warning(path: path) { warnings.append(warning) }
+            switch storeLocation {
             case .memory:
-                try await serve(store: MemoryKeyStore(), telemetry: telemetry, logger: logger, adminToken: token)
+                try await serve(store: MemoryKeyStore(), telemetry: telemetry, logger: logger, token: token, warnings: warnings)
             case .sqlite(let path, let synchronous):
                 let lock = try ServeLock(storePath: path)
                 var configuration = SQLiteKeyStore.Configuration(path: path, synchronous: synchronous)
                 configuration.operationTimeout = .milliseconds(storeTimeout)
                 configuration.metrics = telemetry.storeMetrics("sqlite")
                 let store = try SQLiteKeyStore(configuration: configuration, logger: logger)
-                try await serve(store: store, telemetry: telemetry, heldKeys: { store.heldKeyCount }, logger: logger, adminToken: token)
+                try await serve(
+                    store: store, telemetry: telemetry, heldKeys: { store.heldKeyCount }, logger: logger, token: token, warnings: warnings)
                 _ = consume lock
             case .redis(var configuration):
                 configuration.metrics = telemetry.storeMetrics("redis")
                 let store = try RedisKeyStore(configuration: configuration, logger: logger)
                 try await store.connect()
-                try await serve(store: store, telemetry: telemetry, logger: logger, adminToken: token)
+                try await serve(store: store, telemetry: telemetry, logger: logger, token: token, warnings: warnings)
             }
         }
     }
@@ -135,7 +162,8 @@ struct Serve: AsyncParsableCommand {
     /// are restored, the data plane binds, then the control plane, and only then are both
     /// addresses printed. A failure at any step names what failed and stops the rest.
     private func serve<Store: KeyStore>(
-        store: Store, telemetry: Telemetry, heldKeys: (@Sendable () -> Int)? = nil, logger: Logger, adminToken: AdminToken?
+        store: Store, telemetry: Telemetry, heldKeys: (@Sendable () -> Int)? = nil, logger: Logger, token: AdminTokenSource.Loaded,
+        warnings: [String]
     ) async throws {
         let demoLines = demo ? try await DemoKeys.restore(in: store) : []
         let accessLog = try telemetry.accessLog(monitoring, logger: logger)
@@ -148,21 +176,15 @@ struct Serve: AsyncParsableCommand {
             do {
                 dataPlane.routes = LiveRoutes(try RouteFile.load(path: config))
             } catch {
-                let lines = error.problems.map { problem in
-                    problem.line.map { "\(config):\($0): \(problem.message)" } ?? "\(config): \(problem.message)"
-                }
-                throw TollgateError(
-                    .invalidInput,
-                    "the route file has problems:\n" + lines.joined(separator: "\n")
-                        + "\nfix them ('tollgate routes check \(config)' lists them) and start again"
-                )
+                throw error.oneLine(file: config)
             }
             services.append(.init(service: RouteReloader(path: config, routes: dataPlane.routes, loaded: loaded, logger: logger)))
         }
         dataPlane.idleTimeout = .seconds(Int64(idleTimeout))
         dataPlane.monitoring = DataPlaneMonitoring(metricsFactory: telemetry.factory, accessLog: accessLog)
-        let descriptorLimit = DescriptorLimit.raiseToHardLimit()
-        dataPlane.maxConnections = maxConnections ?? DataPlaneConfiguration.defaultMaxConnections(descriptorLimit: descriptorLimit)
+        let budget = DescriptorBudget(
+            limit: DescriptorLimit.raiseToHardLimit(), dataPlane: maxConnections, controlPlane: adminMaxConnections)
+        dataPlane.maxConnections = budget.dataPlane
         let (dataPlaneBound, bound) = AsyncStream<SocketAddress>.makeStream()
         let dataAddress = AddressBox()
         dataPlane.onListening = { address in
@@ -171,27 +193,23 @@ struct Serve: AsyncParsableCommand {
             bound.finish()
         }
         let server = DataPlaneServer(configuration: dataPlane, store: store, clock: SystemWallClock(), logger: logger)
-        var adminConfiguration = AdminApplication.Configuration(host: adminHost, port: adminPort, idleTimeout: .seconds(idleTimeout))
+        var adminConfiguration = AdminApplication.Configuration(
+            host: adminHost, port: adminPort, idleTimeout: .seconds(adminIdleTimeout ?? min(10, idleTimeout)))
+        adminConfiguration.maxConnections = budget.controlPlane
+        adminConfiguration.allowedHosts = AllowedHosts(adminAllowedHosts)
         adminConfiguration.metrics = MetricsEndpoint(registry: telemetry.registry, heldKeys: heldKeys)
-        adminConfiguration.adminToken = adminToken
+        adminConfiguration.adminToken = token.token
+        let announcement = Announcement(
+            demoLines: demoLines, adminAPI: token.token != nil, notes: token.notes, warnings: warnings + budget.warnings)
         let admin = AdminApplication.make(
             configuration: adminConfiguration,
             store: store,
             logger: logger,
             onServerRunning: { channel in
                 // Both listeners are up: the data plane bound before the control plane began.
-                guard let data = dataAddress.value else { return }
-                let host = data.ipAddress ?? "127.0.0.1"
-                let port = data.port ?? 0
-                let adminAddress = channel.localAddress
-                let adminURL = "http://\(urlHost(adminAddress?.ipAddress ?? "127.0.0.1")):\(adminAddress?.port ?? 0)"
-                for line in demoLines { emit(line) }
-                emit("Data plane: http://\(urlHost(host)):\(port)")
-                emit("Control plane: \(adminURL)")
-                if adminToken != nil { emit("Admin API: \(adminURL)/admin/v1 (Authorization: Bearer ADMIN_TOKEN)") }
-                if !demoLines.isEmpty { DemoKeys.printTryLine(host: host, port: port) }
-                emit("Serving; Ctrl-C (SIGINT) or SIGTERM stops after in-flight requests.")
-                logger.info("serving", metadata: ["data": "\(data)", "control": "\(adminAddress.map { "\($0)" } ?? "?")"])
+                guard let data = dataAddress.value, let control = channel.localAddress else { return }
+                announcement.print(data: data, control: control)
+                logger.info("serving", metadata: ["data": "\(data)", "control": "\(control)"])
             }
         )
         // Before the data plane, so that it stops after it and logs its last requests.
@@ -208,68 +226,5 @@ struct Serve: AsyncParsableCommand {
         )
         try await group.run()
         logger.info("stopped")
-    }
-}
-
-/// The data plane's bound address, for the announcement.
-final class AddressBox: Sendable {
-    private let address = Mutex<SocketAddress?>(nil)
-    func set(_ value: SocketAddress) { address.withLock { $0 = value } }
-    var value: SocketAddress? { address.withLock { $0 } }
-}
-
-/// Runs `service` once the first value arrives on `signal` (the data plane's address), so
-/// that the control plane binds only after the data plane has, and a failure of either is
-/// the first thing printed. Returns without running it if shutdown comes first.
-struct StartsAfter<Wrapped: Service>: Service {
-    let signal: AsyncStream<SocketAddress>
-    let service: Wrapped
-
-    init(_ signal: AsyncStream<SocketAddress>, _ service: Wrapped) {
-        self.signal = signal
-        self.service = service
-    }
-
-    func run() async throws {
-        let signal = self.signal
-        let arrived = await cancelWhenGracefulShutdown { await signal.first(where: { _ in true }) != nil }
-        guard arrived == true, !Task.isCancelled else { return }
-        try await service.run()
-    }
-}
-
-/// A host as it appears in a URL: IPv6 addresses in brackets.
-func urlHost(_ host: String) -> String {
-    host.contains(":") ? "[\(host)]" : host
-}
-
-/// Where `serve` takes the admin token from: `--admin-token`, `--admin-token-file`, or
-/// `TOLLGATE_ADMIN_TOKEN`, in that order.
-enum AdminTokenSource {
-    static func read(argument: String?, file: String?, environment: String?) throws(TollgateError) -> AdminToken? {
-        if let argument { return try token(argument, from: "--admin-token") }
-        if let file {
-            let text: String
-            do {
-                text = try String(contentsOfFile: file, encoding: .utf8)
-            } catch {
-                throw TollgateError(
-                    .invalidInput,
-                    "cannot read the admin token file \(TollgateError.quote(file, limit: 1024)): check --admin-token-file and that the file is readable"
-                )
-            }
-            // One line; the newline an editor or `echo` adds is not part of the token.
-            return try token(text.trimmingCharacters(in: .whitespacesAndNewlines), from: "--admin-token-file")
-        }
-        if let environment, !environment.isEmpty { return try token(environment, from: "TOLLGATE_ADMIN_TOKEN") }
-        return nil
-    }
-
-    private static func token(_ text: String, from source: String) throws(TollgateError) -> AdminToken {
-        do {
-            return try AdminToken(text)
-        } catch {
-            throw TollgateError(.invalidInput, "\(source): \(error.message)")
-        }
     }
 }

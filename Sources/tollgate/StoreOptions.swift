@@ -79,9 +79,12 @@ enum StoreLocation {
             }
             return
         }
+        // A bare path (`--store tollgate.sqlite`) is the usual slip: say what it needs.
+        let looksLikePath = !text.contains("://") && !text.hasPrefix("-") && (text.contains("/") || text.contains("."))
+        let fix = looksLikePath ? "for a SQLite file write sqlite:\(TollgateError.excerpt(text, limit: 200)); the store URLs are" : "use"
         throw TollgateError(
             .invalidStoreURL,
-            "'\(TollgateError.quote(text, limit: 200))' is not a store URL: use sqlite:PATH (e.g. sqlite:tollgate.sqlite), redis://HOST:PORT[/DB] or memory:"
+            "\(TollgateError.quote(text, limit: 200)) is not a store URL: \(fix) sqlite:PATH (e.g. sqlite:tollgate.sqlite), redis://HOST:PORT[/DB] or memory:"
         )
     }
 }
@@ -106,10 +109,13 @@ enum StoreAccess {
 }
 
 /// Runs `body` with the store the options name.
+///
+/// The store logs nothing: a command's failure is the one line its error prints, and a
+/// store's retries (Redis down) would otherwise print log lines before it.
 func withStore<T>(
     _ options: KeyStoreOptions,
     _ access: StoreAccess,
-    logger: Logger = Logger(label: "tollgate"),
+    logger: Logger = Logger(label: "tollgate", factory: { _ in SwiftLogNoOpLogHandler() }),
     redisCommandTimeout: TimeAmount? = nil,
     _ body: (any KeyStore) async throws -> T
 ) async throws -> T {

@@ -62,7 +62,8 @@ extension Usage {
                     return try printJSON(reports)
                 }
                 for report in reports {
-                    print("\(report.id)\(report.name.isEmpty ? "" : "  \(report.name)")")
+                    let state = report.status == "active" ? "" : "  [\(report.status): every request is refused]"
+                    print("\(report.id)\(report.name.isEmpty ? "" : "  \(report.name)")\(state)")
                     for (api, usage) in report.apis.sorted(by: { $0.key < $1.key }) {
                         let reasons = usage.deniedByReason.filter { $0.value > 0 }.sorted { $0.key < $1.key }
                             .map { "\($0.key) \($0.value)" }.joined(separator: ", ")
@@ -72,7 +73,9 @@ extension Usage {
                     for limit in report.limits {
                         let scope = limit.scope == "*" ? "" : "\(limit.scope):"
                         let reset = limit.resetsAt.map { "resets \($0)" } ?? "never resets"
-                        print("  \(scope)\(limit.limit)/\(limit.period.rawValue): \(limit.used) used, \(limit.remaining) left, \(reset)")
+                        // What a revoked or expired key has "left" serves nothing.
+                        let left = report.status == "active" ? "\(limit.remaining) left, \(reset)" : "none served (\(report.status))"
+                        print("  \(scope)\(limit.limit)/\(limit.period.rawValue): \(limit.used) used, \(left)")
                     }
                 }
             }
@@ -101,13 +104,18 @@ extension Usage {
 
         func run() async throws {
             try await reportingErrors {
-                // Returns a value: a typed-throws closure returning Void crashes Swift 6.3's IRGen here.
-                _ = try await withStore(storeOptions, .existing) { store throws(TollgateError) -> Bool in
-                    guard try await store.key(id: KeyID(rawValue: id)) != nil else { throw noKey(id) }
-                    try await store.resetUsage(id: KeyID(rawValue: id))
-                    return true
+                let key = try await withStore(storeOptions, .existing) { store throws(TollgateError) -> APIKey in
+                    guard let key = try await store.key(id: KeyID(rawValue: id)) else { throw noKey(id) }
+                    try await store.resetUsage(id: key.id)
+                    return key
                 }
-                print("Reset the usage of \(id): every limit has its full quota again.")
+                let status = KeyReport.status(of: key, at: SystemWallClock().now)
+                if status == "active" {
+                    print("Reset the usage of \(key.id): every limit has its full quota again.")
+                } else {
+                    // Counts start from zero, but a revoked or expired key is still refused.
+                    print("Reset the usage of \(key.id); the key is \(status), so it stays refused.")
+                }
             }
         }
     }

@@ -53,6 +53,26 @@ import TollgateCore
         for (warning, text) in zip(got, expected) { #expect(warning.contains(text), "\(warning)") }
     }
 
+    /// A prefix route serves the paths below its name: `orders/` reaches `/v1/orders/5`.
+    @Test func aPrefixRouteIsReachedBelowItsName() throws {
+        let apis = [KeyAdvice.ServedAPI(name: "orders", servesBelow: true), .init(name: "ping", servesBelow: false)]
+        func warnings(_ scopes: [String], _ limits: [String]) throws -> [String] {
+            KeyAdvice.warnings(
+                scopes: try scopes.map { try ScopePattern(parsing: $0) }, limits: try limits.map { try LimitSpec(parsing: $0) },
+                apis: apis)
+        }
+        #expect(try warnings(["orders/"], ["orders/:1/day", "orders/5:1/day"]) == [])
+        #expect(try warnings(["orders*"], ["orders*:100/minute", "1/day"]) == [])
+        #expect(try warnings(["ping/"], []).first?.contains("scope 'ping/' reaches none") == true)
+        #expect(try warnings(["orders"], ["orders/:1/day"]).first?.contains("can never apply") == true)
+        #expect(try warnings(["*"], ["ping/:1/day"]).first?.contains("applies to none of the APIs") == true)
+        // Routes unknown: only what holds whatever is served.
+        let unknown = KeyAdvice.warnings(
+            scopes: [try ScopePattern(parsing: "orders*")], limits: [try LimitSpec(parsing: "api9:0/day")], apis: nil)
+        #expect(unknown.count == 2, "\(unknown)")
+        #expect(unknown.allSatisfy { !$0.contains("this gateway serves") })
+    }
+
     @Test func limitsApplyWhereTheirPatternOverlapsAScope() throws {
         func can(_ limit: String, _ scopes: [String]) throws -> Bool {
             KeyAdvice.canApply(try LimitSpec(parsing: limit), scopes: try scopes.map { try ScopePattern(parsing: $0) })

@@ -29,6 +29,21 @@ import TollgateCore
         }
     }
 
+    /// The reason names the actual mistake, not a symptom of it.
+    @Test(arguments: [
+        ("99999999999999999999/day", "is too large"),
+        ("-1/day", "is negative"),
+        ("api1:10/minute:extra", "'extra' after the last ':' is not N/PERIOD"),
+        ("10", "no '/PERIOD'"),
+    ])
+    func saysWhatIsWrong(text: String, reason: String) {
+        #expect {
+            try LimitSpec(parsing: text)
+        } throws: { error in
+            (error as? TollgateError)?.message.contains(reason) == true
+        }
+    }
+
     @Test func printsCanonicalText() throws {
         #expect(try LimitSpec(parsing: "*:5/day").description == "5/day")
         #expect(try LimitSpec(parsing: "/api1:5/day").description == "api1:5/day")

@@ -47,8 +47,9 @@ final class AwaitableProcess: Sendable {
     }
 }
 
-/// Runs the built binary with `arguments` and waits for it.
-public func tollgate(_ arguments: [String], stdin: String? = nil) async throws -> CommandResult {
+/// Runs the built binary with `arguments` and waits for it; `environment` is added to the
+/// test's own.
+public func tollgate(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]) async throws -> CommandResult {
     let directory = try TestPaths.temporaryDirectory()
     let out = directory.appendingPathComponent("stdout")
     let err = directory.appendingPathComponent("stderr")
@@ -59,6 +60,7 @@ public func tollgate(_ arguments: [String], stdin: String? = nil) async throws -
     let child = try AwaitableProcess { process in
         process.executableURL = URL(fileURLWithPath: TestPaths.binary)
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardOutput = try FileHandle(forWritingTo: out)
         process.standardError = try FileHandle(forWritingTo: err)
         process.standardInput = try FileHandle(forReadingFrom: input)
