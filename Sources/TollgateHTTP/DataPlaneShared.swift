@@ -25,13 +25,13 @@ final class DataPlaneShared<Store: KeyStore, Clock: WallClock>: Sendable {
     /// Metrics and the access log; its API table is the routes in force at start.
     let monitor: DataPlaneMonitor
 
-    init(store: Store, clock: Clock, configuration: DataPlaneConfiguration, logger: Logger) {
+    init(store: Store, clock: Clock, configuration: DataPlaneConfiguration, logger: Logger, upstreams: UpstreamConnector = .tcp) {
         self.store = store
         self.clock = clock
         self.logger = logger
         self.configuration = configuration
         self.routes = configuration.routes
-        self.pools = UpstreamPools(logger: logger)
+        self.pools = UpstreamPools(logger: logger, connector: upstreams)
         self.monitor = DataPlaneMonitor(routes: configuration.routes.current, monitoring: configuration.monitoring)
         self.problems = Dictionary(uniqueKeysWithValues: Problem.allCases.map { ($0, PrebuiltAnswer(problem: $0, body: $0.prebuiltBody)) })
         self.givenBackProblems = Dictionary(

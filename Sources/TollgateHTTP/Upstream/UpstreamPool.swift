@@ -181,8 +181,9 @@ final class UpstreamPool: @unchecked Sendable {
     /// Connections opened so far, for tests and logs.
     private(set) var opened = 0
 
-    init(eventLoop: any EventLoop) {
+    init(eventLoop: any EventLoop, connector: UpstreamConnector) {
         self.eventLoop = eventLoop
+        self.connector = connector
     }
 
     /// An idle connection to `upstream`, if one is kept (taken at once: no future, no callback).
@@ -197,19 +198,14 @@ final class UpstreamPool: @unchecked Sendable {
         return nil
     }
 
+    /// How connections are made: a TCP connection by default; tests connect in process.
+    let connector: UpstreamConnector
+
     /// A new connection to `upstream`.
     func open(_ upstream: Upstream, maximumHeadBytes: Int) -> EventLoopFuture<UpstreamConnection> {
         eventLoop.preconditionInEventLoop()
         opened += 1
-        return ClientBootstrap(group: eventLoop)
-            .connectTimeout(upstream.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(maximumHeadBytes: maximumHeadBytes))
-                }
-            }
-            .connect(host: upstream.host, port: upstream.port)
+        return connector.connect(upstream, on: eventLoop, handler: UpstreamHandler(maximumHeadBytes: maximumHeadBytes))
             .flatMapThrowing { [weak self] channel in
                 let connection = UpstreamConnection(
                     channel: channel, handler: try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self))
@@ -247,18 +243,43 @@ extension Array {
     }
 }
 
+/// How an upstream connection is made, given its one handler.
+struct UpstreamConnector: Sendable {
+    let connect: @Sendable (Upstream, any EventLoop, UpstreamHandler) -> EventLoopFuture<any Channel>
+
+    func connect(_ upstream: Upstream, on eventLoop: any EventLoop, handler: UpstreamHandler) -> EventLoopFuture<any Channel> {
+        connect(upstream, eventLoop, handler)
+    }
+
+    /// A TCP connection from the event loop's own thread.
+    static let tcp = UpstreamConnector { upstream, eventLoop, handler in
+        let handler = NIOLoopBound(handler, eventLoop: eventLoop)
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(upstream.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
+            }
+            .connect(host: upstream.host, port: upstream.port)
+    }
+}
+
 /// The pools of every event loop, made on first use.
 final class UpstreamPools: Sendable {
     private let pools = Mutex<[ObjectIdentifier: UpstreamPool]>([:])
     let logger: Logger
+    let connector: UpstreamConnector
 
-    init(logger: Logger) { self.logger = logger }
+    init(logger: Logger, connector: UpstreamConnector = .tcp) {
+        self.logger = logger
+        self.connector = connector
+    }
 
     /// The pool of `eventLoop` (a handler looks it up once per connection).
     func pool(for eventLoop: any EventLoop) -> UpstreamPool {
         pools.withLock { pools in
             if let pool = pools[ObjectIdentifier(eventLoop)] { return pool }
-            let pool = UpstreamPool(eventLoop: eventLoop)
+            let pool = UpstreamPool(eventLoop: eventLoop, connector: connector)
             pools[ObjectIdentifier(eventLoop)] = pool
             return pool
         }
